@@ -1,0 +1,27 @@
+"""`python -m catalog`: wiring only: config, telemetry, server, serve."""
+
+from __future__ import annotations
+
+from catalog import SERVICE_NAME, SERVICE_VERSION
+from catalog.config import CatalogConfig
+from catalog.server import create_server
+from mesh.config import Env
+from mesh.run import run
+from mesh.server import serve
+from tracing import configure_logging, configure_tracing, server_interceptors
+
+
+async def main() -> None:
+    config = CatalogConfig.from_env(Env())
+    configure_logging(SERVICE_NAME, config.log_level)
+    telemetry = configure_tracing(SERVICE_NAME, SERVICE_VERSION)
+    server = await create_server(config, server_interceptors())
+    try:
+        await serve(server.mesh, config.server)
+    finally:
+        await server.store.close()
+        telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,38 @@
+"""The catalog's configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+
+from mesh.config import ConfigError, Env
+from mesh.server import ServerConfig
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    server: ServerConfig
+    # SQLite file; created and seeded when missing.
+    db_path: str
+    # HMAC key of page tokens, shared by replicas so a token from one works on
+    # another. None: a random key per process.
+    page_token_key: bytes | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> CatalogConfig:
+        key_hex = env.optional("CATALOG_PAGE_TOKEN_KEY")
+        key = None
+        if key_hex is not None:
+            try:
+                key = bytes.fromhex(key_hex)
+            except (ValueError, binascii.Error):
+                raise ConfigError("CATALOG_PAGE_TOKEN_KEY must be hex") from None
+            if len(key) < 16:
+                raise ConfigError("CATALOG_PAGE_TOKEN_KEY must be at least 32 hex digits")
+        return cls(
+            server=ServerConfig.from_env(env, default_addr="0.0.0.0:50051"),
+            db_path=env.text("CATALOG_DB_PATH", "catalog.db"),
+            page_token_key=key,
+            log_level=env.text("LOG_LEVEL", "INFO").upper(),
+        )

@@ -1,0 +1,85 @@
+"""grpc.aio interceptors from opentelemetry-instrumentation-grpc, with our filters.
+
+Interceptors are passed explicitly (``grpc.aio.server(interceptors=...)``,
+``grpc.aio.insecure_channel(..., interceptors=...)``) rather than installed by
+monkeypatching ``grpc.aio`` through the instrumentor classes: the wiring stays
+visible in each service, and tests can build servers and channels with a
+provider of their own.
+
+The gRPC health service and server reflection are never traced: probes and
+grpcurl would otherwise bury the business spans in noise. Services named in
+OTEL_PYTHON_GRPC_EXCLUDED_SERVICES (the instrumentation's own variable, which
+only its instrumentor classes read) are left out as well.
+
+Both factories return an empty list when OTEL_SDK_DISABLED=true, so a service
+built with them carries no tracing code on the request path at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+import grpc
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name, service_prefix
+from opentelemetry.trace import TracerProvider
+
+from tracing.provider import tracing_disabled
+
+__all__ = ["EXCLUDED_SERVICE_PREFIXES", "client_interceptors", "server_interceptors"]
+
+# Prefixes of fully qualified gRPC service names that are never traced.
+# "grpc.reflection." covers both v1 and v1alpha, which grpcurl may use.
+EXCLUDED_SERVICE_PREFIXES = ("grpc.health.v1.Health", "grpc.reflection.")
+
+# The instrumentation's filter callables are typed over its own generic; every
+# one of them is "call details in, keep-this-RPC out".
+_Filter = Callable[[Any], bool]
+
+
+def _rpc_filter() -> _Filter:
+    """True for RPCs to trace: the instrumentation's convention for ``filter_``."""
+    excluded: list[_Filter] = [service_prefix(p) for p in EXCLUDED_SERVICE_PREFIXES]
+    extra = os.environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "")
+    excluded += [service_name(s.strip()) for s in extra.split(",") if s.strip()]
+    keep: _Filter = negate(any_of(*excluded))
+    return keep
+
+
+def server_interceptors(
+    tracer_provider: TracerProvider | None = None,
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The server-span interceptor, or [] when tracing is disabled.
+
+    Server spans carry ``rpc.grpc.status_code`` (set to OK when the span starts
+    and updated by ``context.abort`` / ``context.set_code``) and continue the
+    caller's trace from the W3C ``traceparent`` metadata. Without
+    ``tracer_provider`` the global provider is used.
+    """
+    if tracing_disabled():
+        return []
+    # The instrumentation package ships no type annotations for these factories.
+    interceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=_rpc_filter()
+    )
+    return [cast("grpc.aio.ServerInterceptor[Any, Any]", interceptor)]
+
+
+def client_interceptors(
+    tracer_provider: TracerProvider | None = None,
+) -> list[grpc.aio.ClientInterceptor]:
+    """Client-span interceptors for all four RPC shapes, or [] when tracing is disabled.
+
+    They inject W3C ``traceparent`` into outgoing metadata, which is what links
+    a downstream server span to its caller. Their place in the channel's list
+    decides what a client span measures: first, it includes the work of every
+    later interceptor.
+    """
+    if tracing_disabled():
+        return []
+    interceptors = aio_client_interceptors(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider, filter_=_rpc_filter()
+    )
+    return cast("list[grpc.aio.ClientInterceptor]", interceptors)

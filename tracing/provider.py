@@ -1,0 +1,128 @@
+"""OpenTelemetry tracer provider setup, configured by the standard OTEL_* variables.
+
+Everything an operator may want to change (collector endpoint, TLS, headers,
+timeouts, resource attributes, the kill switch) is read by the OpenTelemetry
+SDK itself from its documented environment variables; this module only adds
+the defaults a service knows about itself (its name and version).
+
+``OTEL_SDK_DISABLED=true`` turns tracing off completely: no provider, no
+exporter, no interceptors, so a benchmark can compare tracing on and off.
+
+OpenTelemetry lets a process set the global tracer provider only once, so
+``configure_tracing`` takes ``set_global``: services keep the default, tests
+pass ``set_global=False`` (or call ``build_tracer_provider``) and hand the
+returned provider to the interceptor factories explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.environment_variables import OTEL_PROPAGATORS
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "TracingHandle",
+    "build_resource",
+    "build_tracer_provider",
+    "configure_tracing",
+    "tracing_disabled",
+]
+
+
+def tracing_disabled() -> bool:
+    """Whether OTEL_SDK_DISABLED asks for no tracing at all (the spec's "true", any case)."""
+    return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
+
+
+def build_resource(service_name: str, service_version: str) -> Resource:
+    """The resource describing this process.
+
+    ``Resource.create`` lets its arguments win over OTEL_SERVICE_NAME and
+    OTEL_RESOURCE_ATTRIBUTES; we want the opposite (the passed values are only
+    defaults, an operator's environment overrides them), so the environment
+    detector's result is merged last.
+    """
+    defaults = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: service_version})
+    return defaults.merge(OTELResourceDetector().detect())
+
+
+def build_tracer_provider(
+    service_name: str,
+    service_version: str,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    """A tracer provider with a batch processor in front of ``exporter``.
+
+    Without ``exporter`` this is the OTLP gRPC exporter with no arguments,
+    which reads OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _INSECURE, _HEADERS,
+    _TIMEOUT, _COMPRESSION and _CERTIFICATE itself. Never sets anything global.
+    """
+    provider = TracerProvider(resource=build_resource(service_name, service_version))
+    # Batch export keeps the export off the request path (DESIGN: tracing uses
+    # batch export); its queue and delay follow OTEL_BSP_* variables.
+    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
+    return provider
+
+
+@dataclass(frozen=True)
+class TracingHandle:
+    """What ``configure_tracing`` set up; ``provider`` is None when tracing is disabled."""
+
+    provider: TracerProvider | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export every finished span now; True when that succeeded (or nothing to do)."""
+        if self.provider is None:
+            return True
+        return self.provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Flush pending spans and stop the exporter; call once on process exit."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def configure_tracing(
+    service_name: str,
+    service_version: str,
+    *,
+    set_global: bool = True,
+    exporter: SpanExporter | None = None,
+) -> TracingHandle:
+    """Set up tracing for one service process, or nothing when OTEL_SDK_DISABLED=true.
+
+    With ``set_global`` the provider becomes the process-wide one (OpenTelemetry
+    ignores, with a logged warning, any second attempt) and W3C trace context
+    plus baggage become the propagators unless OTEL_PROPAGATORS chose others.
+    """
+    if tracing_disabled():
+        return TracingHandle(provider=None)
+    provider = build_tracer_provider(service_name, service_version, exporter)
+    if set_global:
+        trace.set_tracer_provider(provider)
+        if not os.environ.get(OTEL_PROPAGATORS):
+            # The same as OpenTelemetry's default, set explicitly so that the
+            # wire format does not depend on what imported opentelemetry first.
+            propagate.set_global_textmap(
+                CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+            )
+    return TracingHandle(provider=provider)

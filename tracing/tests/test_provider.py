@@ -1,0 +1,89 @@
+"""configure_tracing: resource, batch export, the OTEL_SDK_DISABLED switch.
+
+No test sets the global tracer provider (OpenTelemetry allows that once per
+process); they use ``set_global=False`` and the returned provider.
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tracing.interceptors import client_interceptors, server_interceptors
+from tracing.provider import build_resource, configure_tracing, tracing_disabled
+
+
+@pytest.fixture(autouse=True)
+def _clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's shell may carry OTEL_* settings; these tests set their own.
+    for name in ("OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_resource_carries_the_defaults_passed_in() -> None:
+    attributes = build_resource("orders", "1.2.3").attributes
+
+    assert attributes["service.name"] == "orders"
+    assert attributes["service.version"] == "1.2.3"
+    assert attributes["telemetry.sdk.language"] == "python"
+
+
+def test_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.version=9.9.9,deployment.environment=ci")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-canary")
+
+    attributes = build_resource("orders", "1.2.3").attributes
+
+    assert attributes["service.name"] == "orders-canary"
+    assert attributes["service.version"] == "9.9.9"
+    assert attributes["deployment.environment"] == "ci"
+
+
+def test_spans_reach_the_exporter_through_the_batch_processor() -> None:
+    exporter = InMemorySpanExporter()
+    handle = configure_tracing("orders", "1.2.3", set_global=False, exporter=exporter)
+    assert handle.provider is not None
+    tracer = handle.provider.get_tracer(__name__)
+
+    with tracer.start_as_current_span("parent"), tracer.start_as_current_span("child"):
+        pass
+    # Batched: nothing is exported before a flush (or the schedule delay).
+    assert handle.force_flush()
+    handle.shutdown()
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"parent", "child"}
+    child_parent = spans["child"].parent
+    assert child_parent is not None
+    assert child_parent.span_id == spans["parent"].context.span_id
+    assert spans["parent"].resource.attributes["service.name"] == "orders"
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", " True "])
+def test_sdk_disabled_means_no_provider_and_no_interceptors(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", value)
+
+    handle = configure_tracing("orders", "1.2.3", set_global=False)
+
+    assert tracing_disabled()
+    assert handle.provider is None
+    assert not handle.enabled
+    assert handle.force_flush()
+    handle.shutdown()  # a no-op, must not raise
+    assert server_interceptors() == []
+    assert client_interceptors() == []
+
+
+@pytest.mark.parametrize("value", ["false", "", "1"])
+def test_other_values_leave_tracing_on(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    # The spec names only "true" as disabling; "1" is not a boolean there.
+    monkeypatch.setenv("OTEL_SDK_DISABLED", value)
+
+    handle = configure_tracing("orders", "1.2.3", set_global=False, exporter=InMemorySpanExporter())
+
+    assert handle.enabled
+    assert len(server_interceptors(handle.provider)) == 1
+    assert len(client_interceptors(handle.provider)) == 4
+    handle.shutdown()
