@@ -55,8 +55,11 @@ def server_interceptors(
 
     Server spans carry ``rpc.grpc.status_code`` (set to OK when the span starts
     and updated by ``context.abort`` / ``context.set_code``) and continue the
-    caller's trace from the W3C ``traceparent`` metadata. Without
-    ``tracer_provider`` the global provider is used.
+    caller's trace from the W3C ``traceparent`` metadata. Following
+    OpenTelemetry's gRPC conventions the span status is ERROR only for server
+    faults (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE,
+    DATA_LOSS); a NOT_FOUND stays UNSET, visible in the code attribute.
+    Without ``tracer_provider`` the global provider is used.
     """
     if tracing_disabled():
         return []

@@ -158,8 +158,12 @@ def test_parse_converts_attribute_values_to_python_types() -> None:
 
 
 def test_parse_accepts_bare_traces_data_and_enum_names() -> None:
-    span = _span(GATEWAY_SERVER, "op", 0, 1, kind="SPAN_KIND_CLIENT", status={"code": "STATUS_CODE_OK"})
-    document = {"resourceSpans": [{"resource": _resource("svc"), "scopeSpans": [{"spans": [span]}]}]}
+    span = _span(
+        GATEWAY_SERVER, "op", 0, 1, kind="SPAN_KIND_CLIENT", status={"code": "STATUS_CODE_OK"}
+    )
+    document = {
+        "resourceSpans": [{"resource": _resource("svc"), "scopeSpans": [{"spans": [span]}]}]
+    }
 
     (parsed,) = parse_trace(document, TID).spans
 

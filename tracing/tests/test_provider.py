@@ -6,6 +6,10 @@ process); they use ``set_global=False`` and the returned provider.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -29,7 +33,9 @@ def test_resource_carries_the_defaults_passed_in() -> None:
 
 
 def test_environment_overrides_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.version=9.9.9,deployment.environment=ci")
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES", "service.version=9.9.9,deployment.environment=ci"
+    )
     monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-canary")
 
     attributes = build_resource("orders", "1.2.3").attributes
@@ -87,3 +93,34 @@ def test_other_values_leave_tracing_on(monkeypatch: pytest.MonkeyPatch, value: s
     assert len(server_interceptors(handle.provider)) == 1
     assert len(client_interceptors(handle.provider)) == 4
     handle.shutdown()
+
+
+_GLOBAL_CHECK = """
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tracing.provider import configure_tracing
+
+handle = configure_tracing("orders", "1.2.3", exporter=InMemorySpanExporter())
+assert trace.get_tracer_provider() is handle.provider
+carrier = {}
+with trace.get_tracer("t").start_as_current_span("s") as span:
+    propagate.inject(carrier)
+ctx = span.get_span_context()
+print(sorted(carrier), carrier["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01")
+"""
+
+
+def test_set_global_installs_the_provider_and_w3c_propagation() -> None:
+    # In a child process: the global provider can be set only once per process.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run(
+        [sys.executable, "-c", _GLOBAL_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['traceparent'] True"

@@ -8,7 +8,9 @@ from catalog.server import create_server
 from mesh.config import Env
 from mesh.run import run
 from mesh.server import serve
-from tracing import configure_logging, configure_tracing, server_interceptors
+from tracing.interceptors import server_interceptors
+from tracing.logs import configure_logging
+from tracing.provider import configure_tracing
 
 
 async def main() -> None:

@@ -1,0 +1,181 @@
+"""Starts local-mode services as background processes and stops them by PID.
+
+Each started process is recorded in `<run_dir>/pids/<name>.json` with its PID
+and its start time from /proc, so `down` stops exactly what `up` started and
+never a process that later reused the PID. Logs go to `<run_dir>/logs/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from localmode.topology import REPO_ROOT, LocalService
+from mesh.probe import is_serving
+
+
+class StartError(RuntimeError):
+    """A service exited or did not become ready in time."""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process start time in clock ticks since boot, or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may contain spaces, so split after it.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def is_ready(service: LocalService) -> bool:
+    target = service.grpc_target
+    if target is not None:
+        return is_serving(target, timeout_s=1.0)
+    try:
+        with urllib.request.urlopen(service.ready, timeout=1.0) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Stack:
+    """Processes of one local-mode run, all sharing `run_dir`."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / "pids" / f"{name}.json"
+
+    def log_file(self, name: str) -> Path:
+        return self.run_dir / "logs" / f"{name}.log"
+
+    def start(self, service: LocalService, timeout_s: float = 60.0) -> None:
+        """Starts `service` and returns once it is ready; raises StartError otherwise."""
+        for dirname in ("pids", "logs", "data"):
+            (self.run_dir / dirname).mkdir(parents=True, exist_ok=True)
+        log_path = self.log_file(service.name)
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                service.command,
+                cwd=REPO_ROOT,
+                env={**os.environ, **service.environment},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives `make up` and ignores its ^C
+            )
+        self._procs[service.name] = proc
+        record = {"pid": proc.pid, "start": _start_ticks(proc.pid), "command": service.command}
+        self.pid_file(service.name).write_text(json.dumps(record))
+        deadline = time.monotonic() + timeout_s
+        while not is_ready(service):
+            if proc.poll() is not None:
+                self.stop([service.name])
+                raise StartError(
+                    f"{service.name} exited with status {proc.returncode}; "
+                    f"last lines of {log_path}:\n{_tail(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop([service.name])
+                raise StartError(f"{service.name} not ready after {timeout_s:.0f}s: {log_path}")
+            time.sleep(0.1)
+
+    def recorded(self) -> list[str]:
+        """Names with a PID file, in the order they were started."""
+        entries = []
+        for path in (self.run_dir / "pids").glob("*.json"):
+            try:
+                started = int(json.loads(path.read_text()).get("start") or 0)
+            except (OSError, ValueError):
+                started = 0
+            entries.append((started, path.stem))
+        return [name for _, name in sorted(entries)]
+
+    def alive(self, name: str) -> bool:
+        try:
+            record = json.loads(self.pid_file(name).read_text())
+        except (OSError, ValueError):
+            return False
+        return record.get("start") is not None and _start_ticks(record["pid"]) == record["start"]
+
+    def stop(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
+        """Stops the named (default: all recorded) processes, last started first.
+
+        SIGTERM lets a service drain; SIGKILL follows after `timeout_s`.
+        """
+        stopped = []
+        for name in reversed(list(self.recorded() if names is None else names)):
+            pid_file = self.pid_file(name)
+            if self.alive(name):
+                pid = int(json.loads(pid_file.read_text())["pid"])
+                self._signal_and_wait(name, pid, timeout_s)
+                stopped.append(name)
+            pid_file.unlink(missing_ok=True)
+        return stopped
+
+    def _signal_and_wait(self, name: str, pid: int, timeout_s: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while self._running(name, pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._running(name, pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while self._running(name, pid):
+                time.sleep(0.05)
+
+    def _running(self, name: str, pid: int) -> bool:
+        proc = self._procs.get(name)
+        if proc is not None and proc.pid == pid:
+            return proc.poll() is None  # we are the parent: reap it
+        ticks = _start_ticks(pid)
+        if ticks is None:
+            return False
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+
+
+def start_all(stack: Stack, services: Sequence[LocalService], timeout_s: float = 60.0) -> None:
+    """Starts services in order; on any failure stops the ones already started."""
+    try:
+        for service in services:
+            stack.start(service, timeout_s)
+    except BaseException:
+        stack.stop([s.name for s in services])
+        raise

@@ -1,0 +1,111 @@
+"""Reads compose.yaml into what local mode needs to start each service.
+
+A service takes part in local mode when it has an `x-local` entry:
+
+    x-local:
+      command: [".venv/bin/python", "-m", "catalog"]   # run from the repo root
+      environment: {CATALOG_DB_PATH: "{run_dir}/data/catalog.db"}  # overrides
+      ready: grpc://catalog:50051        # or an http:// URL that answers 200
+
+Every `name:port` in the environment and in `ready` (and `0.0.0.0:port` of a
+service's own ports) becomes `127.0.0.1:<local port>`. The local port is the
+compose port by default; tests pass other ones so they never collide with a
+stack the user has up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO_ROOT / "compose.yaml"
+
+# (service, compose port) -> local port
+PortMap = Mapping[tuple[str, int], int]
+
+
+@dataclass(frozen=True)
+class LocalService:
+    name: str
+    command: tuple[str, ...]
+    environment: Mapping[str, str]
+    ready: str  # grpc://127.0.0.1:PORT or http://127.0.0.1:PORT/path
+    ports: Mapping[int, int]  # compose port -> local port
+
+    @property
+    def grpc_target(self) -> str | None:
+        return self.ready.removeprefix("grpc://") if self.ready.startswith("grpc://") else None
+
+
+def _container_ports(spec: Mapping[str, Any]) -> list[int]:
+    ports = []
+    for entry in spec.get("ports", []):
+        ports.append(int(str(entry).rsplit(":", 1)[-1].split("/")[0]))
+    for entry in spec.get("expose", []):
+        ports.append(int(str(entry).split("/")[0]))
+    return ports
+
+
+def _environment(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        return dict(str(item).split("=", 1) for item in value)
+    return {str(k): str(v) for k, v in dict(value).items() if k != "<<"}
+
+
+class Topology:
+    """The services of compose.yaml that have an `x-local` entry."""
+
+    def __init__(self, compose: Mapping[str, Any]) -> None:
+        services = compose.get("services") or {}
+        self._specs: dict[str, Mapping[str, Any]] = {
+            name: spec for name, spec in services.items() if "x-local" in spec
+        }
+        self.compose_ports: dict[str, list[int]] = {
+            name: _container_ports(spec) for name, spec in self._specs.items()
+        }
+
+    @classmethod
+    def load(cls, path: Path = COMPOSE_FILE) -> Topology:
+        return cls(yaml.safe_load(path.read_text()))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def default_ports(self) -> dict[tuple[str, int], int]:
+        return {(n, p): p for n, ports in self.compose_ports.items() for p in ports}
+
+    def resolve(self, name: str, ports: PortMap, run_dir: Path) -> LocalService:
+        spec = self._specs[name]
+        local = spec["x-local"]
+        rewrite = _rewriter(name, ports)
+        env = _environment(spec.get("environment")) | _environment(local.get("environment"))
+        env = {k: rewrite(v.replace("{run_dir}", str(run_dir))) for k, v in env.items()}
+        return LocalService(
+            name=name,
+            command=tuple(str(part) for part in local["command"]),
+            environment=env,
+            ready=rewrite(str(local["ready"])),
+            ports={p: ports[(name, p)] for p in self.compose_ports[name]},
+        )
+
+
+def _rewriter(own_name: str, ports: PortMap) -> Callable[[str], str]:
+    pattern = re.compile(r"\b([A-Za-z0-9_.-]+):(\d+)\b")
+
+    def replace(match: re.Match[str]) -> str:
+        host, port = match.group(1), int(match.group(2))
+        if host in ("0.0.0.0", "localhost", "127.0.0.1"):
+            host = own_name
+        local = ports.get((host, port))
+        return match.group(0) if local is None else f"127.0.0.1:{local}"
+
+    return lambda value: pattern.sub(replace, value)
