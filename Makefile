@@ -1,0 +1,109 @@
+# shopmesh: every command a user or CI runs. `make` alone lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+UV_VERSION := 0.13.8
+TOOLS := $(CURDIR)/.tools
+BIN := $(TOOLS)/bin
+UV := $(TOOLS)/uv/bin/uv
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## Show this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+# --- tools -------------------------------------------------------------------
+# Everything lands in git-ignored folders (.tools, .venv, node_modules) and is
+# rebuilt only when its pin changes, so a second `make tools` installs nothing.
+
+$(UV):
+	python3.11 -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: requirements.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python python3.11 $(VENV)
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps --editable .
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Jaeger v2 is built from its Go module (pinned in tools/jaeger/go.mod); the
+# first build takes several minutes, the Go build cache makes later ones fast.
+$(BIN)/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	cd tools/jaeger && GOBIN=$(BIN) go install tool
+	touch $@
+
+$(BIN)/.go-tools: tools/go/go.mod tools/go/go.sum
+	cd tools/go && GOBIN=$(BIN) go install tool
+	touch $@
+
+.PHONY: tools
+tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, buf, nats-server)
+
+.PHONY: lock
+lock: | $(UV) ## Re-resolve Python dependencies into requirements.lock (hashes)
+	$(UV) pip compile pyproject.toml --group dev --generate-hashes --universal \
+	  --python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
+
+# --- contracts ---------------------------------------------------------------
+
+.PHONY: protos
+protos: tools ## Generate Python, Go and TypeScript stubs from protos/
+	scripts/gen-protos.sh
+
+.PHONY: check-generated
+check-generated: tools ## Fail if gen/ differs from what protos/ generates
+	scripts/check-generated.sh
+
+.PHONY: protos-baseline
+protos-baseline: tools ## Record the current contracts as the baseline `buf breaking` compares with
+	$(VENV)/bin/buf build --exclude-source-info -o protos/baseline.json
+
+# --- checks ------------------------------------------------------------------
+
+.PHONY: lint
+lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/buf breaking --against protos/baseline.json
+	test -z "$$(gofmt -l gen/go)" || { gofmt -l gen/go; exit 1; }
+	cd gen/go && go vet ./...
+	npx --no-install tsc --noEmit -p tsconfig.json
+
+.PHONY: test
+test: lint ## Run every check and test: lint, unit, contract, end to end, README
+	# pytest exits 5 when it collected nothing: that is a failure here.
+	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [[ $$rc -eq 5 ]] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+# --- running -----------------------------------------------------------------
+
+.PHONY: up
+up: tools ## Start Jaeger and the services as local processes (logs in .run/logs)
+	$(PY) -m localmode up
+
+.PHONY: down
+down: ## Stop what `make up` started
+	@if [[ -x $(PY) ]]; then $(PY) -m localmode down; else echo "nothing to stop"; fi
+
+.PHONY: demo
+demo: tools ## Bring the mesh up, make a few calls, print their traces' Jaeger URLs
+	$(PY) -m localmode status | grep -q running || $(MAKE) up
+	$(PY) scripts/demo.py
+
+.PHONY: bench
+bench: tools ## Measure GetProduct latency with tracing on and off (bench/results.md)
+	$(PY) -m bench
+
+.PHONY: clean
+clean: down ## Remove generated state (.run); tools stay
+	rm -rf .run
