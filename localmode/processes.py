@@ -126,6 +126,12 @@ class Stack:
             entries.append((started, path.stem))
         return [name for _, name in sorted(entries)]
 
+    def pid(self, name: str) -> int | None:
+        """The PID of a running recorded process, None if it is not running."""
+        if not self.alive(name):
+            return None
+        return int(json.loads(self.pid_file(name).read_text())["pid"])
+
     def alive(self, name: str) -> bool:
         try:
             record = json.loads(self.pid_file(name).read_text())

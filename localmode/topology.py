@@ -37,6 +37,7 @@ class LocalService:
     environment: Mapping[str, str]
     ready: str  # grpc://127.0.0.1:PORT or http://127.0.0.1:PORT/path
     ports: Mapping[int, int]  # compose port -> local port
+    run_dir: Path  # where its PID file, log and data go
 
     @property
     def grpc_target(self) -> str | None:
@@ -95,6 +96,7 @@ class Topology:
             environment=env,
             ready=rewrite(str(local["ready"])),
             ports={p: ports[(name, p)] for p in self.compose_ports[name]},
+            run_dir=run_dir,
         )
 
 
