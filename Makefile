@@ -25,9 +25,9 @@ $(UV):
 	python3.11 -m venv $(TOOLS)/uv
 	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
-$(VENV)/.synced: requirements.lock pyproject.toml | $(UV)
+$(VENV)/.synced: requirements-dev.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python python3.11 $(VENV)
-	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements.lock
+	$(UV) pip sync --quiet --python $(PY) --require-hashes requirements-dev.lock
 	$(UV) pip install --quiet --python $(PY) --no-deps --editable .
 	touch $@
 
@@ -48,10 +48,15 @@ $(BIN)/.go-tools: tools/go/go.mod tools/go/go.sum
 .PHONY: tools
 tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, buf, nats-server)
 
+# requirements.lock: what the service images install; requirements-dev.lock:
+# that plus the tools and test dependencies. Both pin every package by hash.
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet \
+  --custom-compile-command "make lock"
+
 .PHONY: lock
-lock: | $(UV) ## Re-resolve Python dependencies into requirements.lock (hashes)
-	$(UV) pip compile pyproject.toml --group dev --generate-hashes --universal \
-	  --python-version 3.11 --custom-compile-command "make lock" --quiet -o requirements.lock
+lock: | $(UV) ## Re-resolve Python dependencies into the hashed lock files
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	$(UV) pip compile pyproject.toml --group dev $(LOCK_FLAGS) -o requirements-dev.lock
 
 # --- contracts ---------------------------------------------------------------
 

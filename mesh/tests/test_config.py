@@ -74,7 +74,7 @@ def test_a_malformed_number_is_named(raw: str) -> None:
 
 
 def test_number_below_minimum_is_named() -> None:
-    with pytest.raises(ConfigError, match="X must be at least 0.0"):
+    with pytest.raises(ConfigError, match=r"X must be at least 0\.0"):
         Env({"X": "-0.1"}).number("X", minimum=0.0)
 
 

@@ -48,7 +48,7 @@ async def _stream(request: bytes, context: Context) -> AsyncIterator[bytes]:
         yield request + bytes([i])
 
 
-def _handlers() -> grpc.GenericRpcHandler:
+def _handlers() -> grpc.GenericRpcHandler[bytes, bytes]:
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
@@ -86,13 +86,20 @@ async def _served_with(*interceptors: ServerInterceptor) -> AsyncIterator[grpc.a
         await server.stop(None)
 
 
+def _unary(
+    channel: grpc.aio.Channel, method: str
+) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    # No (de)serializers: requests and responses are raw bytes.
+    return channel.unary_unary(f"/{SERVICE}/{method}", None, None)
+
+
 async def _call(channel: grpc.aio.Channel, method: str, request: bytes = b"ping") -> bytes:
-    response: bytes = await channel.unary_unary(f"/{SERVICE}/{method}")(request, timeout=TIMEOUT)
+    response: bytes = await _unary(channel, method)(request, timeout=TIMEOUT)
     return response
 
 
 async def _stream_all(channel: grpc.aio.Channel) -> list[bytes]:
-    call = channel.unary_stream(f"/{SERVICE}/Stream")(b"s", timeout=TIMEOUT)
+    call = channel.unary_stream(f"/{SERVICE}/Stream", None, None)(b"s", timeout=TIMEOUT)
     return [response async for response in call]
 
 
@@ -105,8 +112,8 @@ async def _code_of(call: Awaitable[object]) -> grpc.StatusCode:
 async def _health(channel: grpc.aio.Channel, service: str = "") -> int:
     stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service=service)
-    response = await stub.Check(request, timeout=TIMEOUT)
-    return response.status
+    response: health_pb2.HealthCheckResponse = await stub.Check(request, timeout=TIMEOUT)
+    return int(response.status)
 
 
 async def _reflected_services(channel: grpc.aio.Channel) -> set[str]:

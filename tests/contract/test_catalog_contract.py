@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -26,13 +26,13 @@ def catalog(start_stack: Callable[..., dict[str, LocalService]]) -> LocalService
 
 
 @pytest.fixture
-async def stub(catalog: LocalService) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceStub]:
+async def stub(catalog: LocalService) -> AsyncIterator[catalog_pb2_grpc.CatalogServiceAsyncStub]:
     assert catalog.grpc_target is not None
     async with grpc.aio.insecure_channel(catalog.grpc_target) as channel:
         yield catalog_pb2_grpc.CatalogServiceStub(channel)
 
 
-def bad_request_fields(trailers: Sequence[tuple[str, Any]]) -> list[str]:
+def bad_request_fields(trailers: Any) -> list[str]:
     """Fields named by the google.rpc.BadRequest detail of an error's trailers."""
     raw = dict(trailers).get("grpc-status-details-bin")
     assert raw is not None, "INVALID_ARGUMENT without google.rpc.Status details"
@@ -45,7 +45,7 @@ def bad_request_fields(trailers: Sequence[tuple[str, Any]]) -> list[str]:
     return fields
 
 
-async def test_get_product(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
+async def test_get_product(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
     reply = await stub.GetProduct(catalog_pb2.GetProductRequest(id="prod-chemex"))
     assert reply.product.id == "prod-chemex"
     assert reply.product.name == "Chemex Six Cup Brewer"
@@ -53,14 +53,14 @@ async def test_get_product(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
     assert reply.product.price.amount_minor == 4950
 
 
-async def test_unknown_product_is_not_found(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
+async def test_unknown_product_is_not_found(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.GetProduct(catalog_pb2.GetProductRequest(id="prod-nope"))
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
     assert "prod-nope" in (error.value.details() or "")
 
 
-async def test_list_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
+async def test_list_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
     seen: list[str] = []
     token = ""
     for _ in range(100):  # bounded: 36 products in pages of 7
@@ -79,7 +79,7 @@ async def test_list_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServiceS
     assert len(seen) >= 30
 
 
-async def test_search_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
+async def test_search_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
     whole = await stub.SearchProducts(catalog_pb2.SearchProductsRequest(query="tea", page_size=100))
     expected = [product.id for product in whole.products]
     assert len(expected) >= 3
@@ -96,7 +96,7 @@ async def test_search_pages_until_exhausted(stub: catalog_pb2_grpc.CatalogServic
     assert seen == expected
 
 
-async def test_search_matches_every_word(stub: catalog_pb2_grpc.CatalogServiceStub) -> None:
+async def test_search_matches_every_word(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
     reply = await stub.SearchProducts(catalog_pb2.SearchProductsRequest(query="Espresso cups"))
     ids = [product.id for product in reply.products]
     assert ids[0] == "prod-cups-espresso"  # both words in the name rank first
@@ -106,7 +106,7 @@ async def test_search_matches_every_word(stub: catalog_pb2_grpc.CatalogServiceSt
         assert "cup" in text
 
 
-async def _first_token(stub: catalog_pb2_grpc.CatalogServiceStub, query: str = "") -> str:
+async def _first_token(stub: catalog_pb2_grpc.CatalogServiceAsyncStub, query: str = "") -> str:
     if query:
         reply = await stub.SearchProducts(
             catalog_pb2.SearchProductsRequest(query=query, page_size=1)
@@ -154,7 +154,7 @@ def _tamper(token: str) -> str:
     ],
 )
 async def test_invalid_argument_names_the_field(
-    stub: catalog_pb2_grpc.CatalogServiceStub,
+    stub: catalog_pb2_grpc.CatalogServiceAsyncStub,
     rpc: str,
     build: Callable[[dict[str, str]], Any],
     field: str,

@@ -1,0 +1,102 @@
+"""Channels: one channel per target, all closed together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.channels import Channels
+from mesh.interceptors import FaultConfig
+from mesh.server import MeshServer, ServerConfig, build_server, start
+
+TIMEOUT = 10.0
+# Targets nothing listens on: creating a channel does not connect.
+INVENTORY = "127.0.0.1:1"
+PAYMENTS = "dns:///localhost:2"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MeshServer]:
+    config = ServerConfig("127.0.0.1:0", grace_s=0.0, drain_s=0.0, faults=FaultConfig())
+    mesh = build_server(config, ["test.mesh.v1.Probe"])
+    try:
+        await start(mesh)
+        yield mesh
+    finally:
+        await mesh.server.stop(None)
+
+
+async def _check(channel: grpc.aio.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest()
+    response: health_pb2.HealthCheckResponse = await stub.Check(request, timeout=TIMEOUT)
+    return int(response.status)
+
+
+async def test_the_same_target_gets_the_same_channel() -> None:
+    channels = Channels()
+    try:
+        first = channels.get(INVENTORY)
+        assert channels.get(INVENTORY) is first
+        other = channels.get(PAYMENTS)
+        assert other is not first
+        assert channels.get(PAYMENTS) is other
+    finally:
+        await channels.close()
+
+
+async def test_close_shuts_every_channel_down() -> None:
+    channels = Channels()
+    opened = [channels.get(INVENTORY), channels.get(PAYMENTS)]
+    await channels.close(grace=1.0)
+    for channel in opened:
+        assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_a_call_on_a_closed_channel_fails(server: MeshServer) -> None:
+    channels = Channels()
+    channel = channels.get(f"127.0.0.1:{server.port}")
+    assert await _check(channel) == health_pb2.HealthCheckResponse.SERVING
+    await channels.close()
+    assert channel.get_state() == grpc.ChannelConnectivity.SHUTDOWN
+    with pytest.raises(grpc.aio.UsageError):
+        await _check(channel)
+
+
+async def test_after_close_a_target_gets_a_new_channel() -> None:
+    channels = Channels()
+    old = channels.get(INVENTORY)
+    await channels.close()
+    new = channels.get(INVENTORY)
+    try:
+        assert new is not old
+        assert new.get_state() != grpc.ChannelConnectivity.SHUTDOWN
+    finally:
+        await channels.close()
+
+
+async def test_closing_twice_is_harmless() -> None:
+    channels = Channels()
+    channels.get(INVENTORY)
+    await channels.close()
+    await channels.close()
+
+
+@pytest.mark.parametrize("service_config", [None, {}])
+async def test_calls_reach_a_mesh_server(
+    server: MeshServer, service_config: dict[str, object] | None
+) -> None:
+    # The default service config (round robin, client-side health checking,
+    # retries) is accepted by gRPC and works against a server that reports
+    # SERVING; an empty one is gRPC's own defaults.
+    channels = Channels(service_config=service_config)
+    try:
+        channel = channels.get(f"127.0.0.1:{server.port}")
+        assert await _check(channel) == health_pb2.HealthCheckResponse.SERVING
+        await channel.channel_ready()
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+    finally:
+        await channels.close()
