@@ -9,6 +9,7 @@ dependency list short.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class Env:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
         return value

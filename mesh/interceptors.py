@@ -13,6 +13,7 @@ truth about the process, not about the injected faults.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,6 +43,17 @@ def is_infrastructure(method: str) -> bool:
     return method.startswith(_INFRASTRUCTURE_PREFIXES)
 
 
+async def _run_stream(behaviour: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+    """Runs a server-streaming method of either aio style: an async generator,
+    or a coroutine that writes with `context.write` (the health Watch does)."""
+    result = behaviour(request, context)
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
+
+
 def _wrap(handler: Handler, method: str, before: BeforeCall) -> Handler:
     """Returns `handler` with `before` run ahead of its unary or server-streaming body."""
     if handler.unary_unary is not None:
@@ -61,7 +73,7 @@ def _wrap(handler: Handler, method: str, before: BeforeCall) -> Handler:
 
         async def stream_call(request: Any, context: Any) -> AsyncIterator[Any]:
             await before(method, context)
-            async for response in stream(request, context):
+            async for response in _run_stream(stream, request, context):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(
@@ -79,25 +91,48 @@ class UnexpectedErrors(ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        unary: Any = handler.unary_unary
         method = handler_call_details.method
 
-        async def guarded(request: Any, context: Any) -> Any:
-            try:
-                return await unary(request, context)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                raise
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        async def internal(context: Any) -> None:
+            log.exception("unhandled error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            unary: Any = handler.unary_unary
+
+            async def guarded(request: Any, context: Any) -> Any:
+                try:
+                    return await unary(request, context)
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    await internal(context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream: Any = handler.unary_stream
+
+            async def guarded_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                try:
+                    async for response in _run_stream(stream, request, context):
+                        yield response
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    await internal(context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 @dataclass(frozen=True)

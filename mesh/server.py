@@ -71,16 +71,19 @@ def build_server(
     if config.faults.enabled:
         log.warning("fault injection on: %s", config.faults)
         chain.append(FaultInjection(config.faults))
-    server = grpc.aio.server(interceptors=chain)
+    # SO_REUSEPORT off: a second process on a busy port must fail to start,
+    # not silently share the traffic with whatever holds the port.
+    server = grpc.aio.server(interceptors=chain, options=[("grpc.so_reuseport", 0)])
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
     reflection.enable_server_reflection(
         (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(config.listen_addr)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen_addr}")
+    try:
+        port = server.add_insecure_port(config.listen_addr)
+    except RuntimeError as error:  # grpcio's way of saying the bind failed
+        raise OSError(f"cannot listen on {config.listen_addr}: {error}") from None
     return MeshServer(server=server, health=health_servicer, service_names=names, port=port)
 
 

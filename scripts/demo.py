@@ -12,9 +12,9 @@ import sys
 
 import grpc
 from opentelemetry import trace
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from localmode.topology import Topology
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tracing.interceptors import client_interceptors
 from tracing.jaeger import JaegerError, has_span, wait_for_trace
 from tracing.provider import configure_tracing
@@ -58,6 +58,7 @@ async def main() -> int:
             trace_ids.append(trace_id)
             print(f"{method:<15} {outcome}")
             print(f"{'':<15} trace {trace_id}  {jaeger}/trace/{trace_id}")
+            print(f"{'':<15} or: .venv/bin/python -m tracing {trace_id}")
     telemetry.shutdown()  # flushes the client spans
     try:
         last = wait_for_trace(

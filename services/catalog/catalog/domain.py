@@ -62,9 +62,10 @@ def search_terms(query: str) -> list[str]:
     words = _WORD.findall(unicodedata.normalize("NFKC", query).casefold())
     if not words:
         raise InvalidArgument("query", "must contain at least one word")
-    if len(words) > MAX_QUERY_TERMS:
-        raise InvalidArgument("query", f"must have at most {MAX_QUERY_TERMS} words")
-    return list(dict.fromkeys(words))
+    terms = list(dict.fromkeys(words))
+    if len(terms) > MAX_QUERY_TERMS:
+        raise InvalidArgument("query", f"must have at most {MAX_QUERY_TERMS} different words")
+    return terms
 
 
 class Catalog:

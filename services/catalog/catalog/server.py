@@ -27,8 +27,8 @@ async def create_server(
     config: CatalogConfig, interceptors: Sequence[ServerInterceptor] = ()
 ) -> CatalogServer:
     """Opens the store and returns a bound, not yet started, server (port 0 picks one)."""
+    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
     store = await SqliteProductStore.open(config.db_path)
     catalog = Catalog(store, PageTokens(config.page_token_key))
-    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), mesh.server)
     return CatalogServer(mesh=mesh, store=store)

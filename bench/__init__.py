@@ -1,0 +1,1 @@
+"""`make bench`: latency of catalog GetProduct with tracing on and off."""
