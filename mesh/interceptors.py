@@ -13,6 +13,7 @@ truth about the process, not about the injected faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -35,8 +36,8 @@ else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
     ServerInterceptor = grpc.aio.ServerInterceptor
     Handler = grpc.RpcMethodHandler
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
-# Runs before the servicer method; may sleep or abort the call.
-BeforeCall = Callable[[str, Any], Awaitable[None]]
+# Wraps a servicer method's body: (method, context) -> async context manager.
+Around = Callable[[str, Any], contextlib.AbstractAsyncContextManager[None]]
 
 
 def is_infrastructure(method: str) -> bool:
@@ -54,14 +55,15 @@ async def _run_stream(behaviour: Any, request: Any, context: Any) -> AsyncIterat
         yield response
 
 
-def _wrap(handler: Handler, method: str, before: BeforeCall) -> Handler:
-    """Returns `handler` with `before` run ahead of its unary or server-streaming body."""
+def _wrap(handler: Handler, method: str, around: Around) -> Handler:
+    """Returns `handler` with its unary or server-streaming body run inside `around`."""
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
 
         async def unary_call(request: Any, context: Any) -> Any:
-            await before(method, context)
-            return await unary(request, context)
+            async with around(method, context):
+                return await unary(request, context)
+            raise AssertionError("around swallowed an exception")  # it never does
 
         return grpc.unary_unary_rpc_method_handler(
             unary_call,
@@ -72,9 +74,9 @@ def _wrap(handler: Handler, method: str, before: BeforeCall) -> Handler:
         stream: Any = handler.unary_stream
 
         async def stream_call(request: Any, context: Any) -> AsyncIterator[Any]:
-            await before(method, context)
-            async for response in _run_stream(stream, request, context):
-                yield response
+            async with around(method, context):
+                async for response in _run_stream(stream, request, context):
+                    yield response
 
         return grpc.unary_stream_rpc_method_handler(
             stream_call,
@@ -82,6 +84,17 @@ def _wrap(handler: Handler, method: str, before: BeforeCall) -> Handler:
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+@contextlib.asynccontextmanager
+async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("unhandled error in %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
 class UnexpectedErrors(ServerInterceptor):
@@ -93,46 +106,7 @@ class UnexpectedErrors(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
-
-        async def internal(context: Any) -> None:
-            log.exception("unhandled error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-        if handler.unary_unary is not None:
-            unary: Any = handler.unary_unary
-
-            async def guarded(request: Any, context: Any) -> Any:
-                try:
-                    return await unary(request, context)
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    await internal(context)
-
-            return grpc.unary_unary_rpc_method_handler(
-                guarded,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream: Any = handler.unary_stream
-
-            async def guarded_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                try:
-                    async for response in _run_stream(stream, request, context):
-                        yield response
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    await internal(context)
-
-            return grpc.unary_stream_rpc_method_handler(
-                guarded_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return _wrap(handler, handler_call_details.method, _internal_on_error)
 
 
 @dataclass(frozen=True)
@@ -161,11 +135,13 @@ class FaultInjection(ServerInterceptor):
         self._config = config
         self._rng = rng or random.Random()
 
-    async def _before(self, method: str, context: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def _before(self, method: str, context: Any) -> AsyncIterator[None]:
         if self._config.delay_ms:
             await asyncio.sleep(self._config.delay_ms / 1000)
         if self._rng.uniform(0, 100) < self._config.error_percent:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"injected fault in {method}")
+        yield
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
