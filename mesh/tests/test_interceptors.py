@@ -48,6 +48,11 @@ async def _stream(request: bytes, context: Context) -> AsyncIterator[bytes]:
         yield request + bytes([i])
 
 
+async def _stream_boom(request: bytes, context: Context) -> AsyncIterator[bytes]:
+    yield b"first"
+    raise RuntimeError("secret in a stream")
+
+
 def _handlers() -> grpc.GenericRpcHandler[bytes, bytes]:
     return grpc.method_handlers_generic_handler(
         SERVICE,
@@ -56,6 +61,7 @@ def _handlers() -> grpc.GenericRpcHandler[bytes, bytes]:
             "Boom": grpc.unary_unary_rpc_method_handler(_boom),
             "Missing": grpc.unary_unary_rpc_method_handler(_missing),
             "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+            "StreamBoom": grpc.unary_stream_rpc_method_handler(_stream_boom),
         },
     )
 
@@ -144,6 +150,22 @@ async def test_an_unexpected_error_is_internal_without_its_message(
     assert f"/{SERVICE}/Boom" in record.getMessage()
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], RuntimeError)
+
+
+async def test_an_unexpected_error_in_a_stream_is_internal() -> None:
+    async with _served(FaultConfig()) as channel:
+        call = channel.unary_stream(f"/{SERVICE}/StreamBoom", None, None)(b"s", timeout=TIMEOUT)
+        received: list[bytes] = []
+
+        async def drain() -> None:
+            async for response in call:
+                received.append(response)
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await drain()
+    assert received == [b"first"]
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in (caught.value.details() or "")
 
 
 async def test_an_unexpected_error_is_internal_with_only_that_interceptor() -> None:
