@@ -105,6 +105,11 @@ demo: tools ## Bring the mesh up, make a few calls, print their traces' Jaeger U
 	$(PY) -m localmode status | grep -q running || $(MAKE) up
 	$(PY) scripts/demo.py
 
+.PHONY: trace
+trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
+	@[[ -n "$(ID)" ]] || { echo "usage: make trace ID=<trace-id>" >&2; exit 2; }
+	$(PY) -m tracing $(ID)
+
 .PHONY: bench
 bench: tools ## Measure GetProduct latency with tracing on and off (bench/results.md)
 	$(PY) -m bench
