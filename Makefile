@@ -74,6 +74,8 @@ protos-baseline: tools ## Record the current contracts as the baseline `buf brea
 
 # --- checks ------------------------------------------------------------------
 
+GO_MODULES := gen/go tests/contract/wire/go
+
 .PHONY: lint
 lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
 	$(VENV)/bin/ruff check .
@@ -81,9 +83,10 @@ lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
 	$(VENV)/bin/mypy .
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf breaking --against protos/baseline.json
-	test -z "$$(gofmt -l gen/go)" || { gofmt -l gen/go; exit 1; }
-	cd gen/go && go vet ./...
+	test -z "$$(gofmt -l $(GO_MODULES))" || { gofmt -l $(GO_MODULES); exit 1; }
+	for module in $(GO_MODULES); do (cd $$module && go vet ./...); done
 	npx --no-install tsc --noEmit -p tsconfig.json
+	npx --no-install tsc --noEmit -p tests/contract/wire/ts/tsconfig.json
 
 .PHONY: test
 test: lint ## Run every check and test: lint, unit, contract, end to end, README
