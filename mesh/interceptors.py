@@ -136,7 +136,7 @@ class FaultInjection(ServerInterceptor):
         self._rng = rng or random.Random()
 
     @contextlib.asynccontextmanager
-    async def _before(self, method: str, context: Any) -> AsyncIterator[None]:
+    async def _inject(self, method: str, context: Any) -> AsyncIterator[None]:
         if self._config.delay_ms:
             await asyncio.sleep(self._config.delay_ms / 1000)
         if self._rng.uniform(0, 100) < self._config.error_percent:
@@ -150,4 +150,4 @@ class FaultInjection(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_infrastructure(method):
             return handler
-        return _wrap(handler, method, self._before)
+        return _wrap(handler, method, self._inject)
