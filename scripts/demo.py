@@ -1,7 +1,9 @@
 """A few catalog calls against the local mesh, each in its own trace.
 
 Run by `make demo` after `make up`: prints every call's trace id with the
-Jaeger URL that shows it, then the span tree of the last one as Jaeger has it.
+Jaeger query-API URL that shows it, then the span tree of one as Jaeger has
+it. (Local mode's Jaeger, built from its Go module, has no web UI assets;
+with the container image the same trace is at /trace/<id>.)
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ async def main() -> int:
                     outcome = f"{error.code().name}: {error.details()}"
             trace_ids.append(trace_id)
             print(f"{method:<15} {outcome}")
-            print(f"{'':<15} trace {trace_id}  {jaeger}/trace/{trace_id}")
-            print(f"{'':<15} or: .venv/bin/python -m tracing {trace_id}")
+            print(f"{'':<15} trace {trace_id}: {jaeger}/api/v3/traces/{trace_id}")
+            print(f"{'':<15} as a tree: make trace ID={trace_id}")
     telemetry.shutdown()  # flushes the client spans
     try:
         last = wait_for_trace(
