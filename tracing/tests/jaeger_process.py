@@ -8,19 +8,16 @@ run side by side (or next to a developer's own Jaeger).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from localmode.processes import Stack, free_port
+from localmode.topology import REPO_ROOT, Topology
+
+REPO = REPO_ROOT
 JAEGER_BIN = REPO / ".tools" / "bin" / "jaeger"
-JAEGER_CONFIG = REPO / "tracing" / "jaeger.yaml"
 
 # The variables tracing/jaeger.yaml reads for its listening addresses.
 ENDPOINT_VARS = (
@@ -31,7 +28,6 @@ ENDPOINT_VARS = (
     "JAEGER_HEALTH_ENDPOINT",
 )
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -48,73 +44,31 @@ class JaegerProcess:
     def otlp_grpc_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['JAEGER_OTLP_GRPC_ENDPOINT']}"
 
-    @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['JAEGER_HEALTH_ENDPOINT']}/status"
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports the kernel reports free now (all sockets open at once)."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
-def _log_tail(path: Path) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-30:])
-
-
-def _wait_healthy(process: subprocess.Popen[bytes], instance: JaegerProcess) -> float:
-    """Seconds until GET /status answered 200; raises RuntimeError with the log otherwise."""
-    started = time.monotonic()
-    deadline = started + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"jaeger exited with {process.returncode}:\n{_log_tail(instance.log_path)}"
-            )
-        try:
-            with urllib.request.urlopen(instance.health_url, timeout=1) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, OSError):
-            pass  # not listening yet, or still starting (503)
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"jaeger not healthy within {START_TIMEOUT_S}s:\n{_log_tail(instance.log_path)}"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
 
 @contextmanager
-def run_jaeger(log_path: Path) -> Iterator[JaegerProcess]:
-    """A started, healthy Jaeger; stopped by its PID on exit (terminate, then kill)."""
-    ports = dict(zip(ENDPOINT_VARS, free_ports(len(ENDPOINT_VARS)), strict=True))
-    env = {**os.environ, **{name: f"127.0.0.1:{port}" for name, port in ports.items()}}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(JAEGER_BIN), "--config", str(JAEGER_CONFIG)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    instance = JaegerProcess(pid=process.pid, ports=ports, log_path=log_path)
+def run_jaeger(run_dir: Path) -> Iterator[JaegerProcess]:
+    """A started, healthy Jaeger on free ports; stopped by its PID on exit.
+
+    Started the way local mode starts it (compose.yaml's `jaeger` entry), so
+    these tests also prove that entry sets every listening address.
+    """
+    topology = Topology.load()
+    ports = {key: free_port() for key in topology.default_ports() if key[0] == "jaeger"}
+    service = topology.resolve("jaeger", ports, run_dir)
+    stack = Stack(run_dir)
+    stack.start(service, timeout_s=START_TIMEOUT_S)
     try:
-        _wait_healthy(process, instance)
-        yield instance
+        pid = stack.pid("jaeger")
+        assert pid is not None
+        yield JaegerProcess(
+            pid=pid,
+            ports={
+                name: int(service.environment[name].rsplit(":", 1)[1]) for name in ENDPOINT_VARS
+            },
+            log_path=stack.log_file("jaeger"),
+        )
     finally:
-        _stop(process)
+        stack.stop()
 
 
 def listening_tcp_ports(pid: int) -> set[int]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tracing.tests.jaeger_process import REPO, free_ports
+from localmode.processes import free_port
+from tracing.tests.jaeger_process import REPO
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -20,7 +21,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_an_unreachable_jaeger_is_one_line_on_stderr_and_exit_1() -> None:
-    (port,) = free_ports(1)  # nothing listens there
+    port = free_port()  # nothing listens there
 
     result = _cli("0" * 31 + "1", "--jaeger-url", f"http://127.0.0.1:{port}")
 

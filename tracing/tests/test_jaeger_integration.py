@@ -39,7 +39,7 @@ WAIT_S = 20.0  # bound on how long a trace may take to become queryable
 
 @pytest.fixture(scope="module")
 def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JaegerProcess]:
-    with run_jaeger(tmp_path_factory.mktemp("jaeger") / "jaeger.log") as instance:
+    with run_jaeger(tmp_path_factory.mktemp("jaeger")) as instance:
         yield instance
 
 
@@ -66,7 +66,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_two_instances_run_side_by_side_on_their_own_ports_only(
     jaeger: JaegerProcess, tmp_path: Path
 ) -> None:
-    with run_jaeger(tmp_path / "second.log") as second:
+    with run_jaeger(tmp_path / "second") as second:
         for instance in (jaeger, second):
             expected = set(instance.ports.values())
             # Health answers once the extensions run; give the receivers a moment.
