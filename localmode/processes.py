@@ -27,14 +27,20 @@ class StartError(RuntimeError):
     """A service exited or did not become ready in time."""
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process start time in clock ticks since boot, or None if gone."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3 onwards of /proc/PID/stat (state first), or None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # Field 22; the command name (field 2) may contain spaces, so split after it.
-    return stat.rsplit(")", 1)[1].split()[19]
+    # The command name (field 2) may contain spaces, so split after it.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process start time in clock ticks since boot (field 22), or None if gone."""
+    fields = _proc_stat(pid)
+    return None if fields is None else fields[19]
 
 
 def port_in_use(port: int) -> bool:
@@ -146,12 +152,11 @@ class Stack:
         """
         stopped = []
         for name in reversed(list(self.recorded() if names is None else names)):
-            pid_file = self.pid_file(name)
-            if self.alive(name):
-                pid = int(json.loads(pid_file.read_text())["pid"])
+            pid = self.pid(name)
+            if pid is not None:
                 self._signal_and_wait(name, pid, timeout_s)
                 stopped.append(name)
-            pid_file.unlink(missing_ok=True)
+            self.pid_file(name).unlink(missing_ok=True)
         return stopped
 
     def _signal_and_wait(self, name: str, pid: int, timeout_s: float) -> None:
@@ -170,11 +175,10 @@ class Stack:
         proc = self._procs.get(name)
         if proc is not None and proc.pid == pid:
             return proc.poll() is None  # we are the parent: reap it
-        ticks = _start_ticks(pid)
-        if ticks is None:
-            return False
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+        # One read of /proc: a process that exits between two reads would
+        # make the second one fail.
+        fields = _proc_stat(pid)
+        return fields is not None and fields[0] != "Z"
 
 
 def start_all(stack: Stack, services: Sequence[LocalService], timeout_s: float = 60.0) -> None:
