@@ -96,7 +96,8 @@ def start_catalogs(run_dir: Path) -> tuple[Stack, dict[str, str]]:
     )
     stack = Stack(run_dir)
     start_all(stack, [jaeger, traced, untraced])
-    return stack, {"tracing on": traced.ready[7:], "tracing off": untraced.ready[7:]}
+    targets = {"tracing on": traced.grpc_target, "tracing off": untraced.grpc_target}
+    return stack, {mode: target for mode, target in targets.items() if target is not None}
 
 
 def render(results: dict[int, dict[str, Sample]], command: str) -> str:
