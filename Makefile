@@ -10,6 +10,7 @@ TOOLS := $(CURDIR)/.tools
 BIN := $(TOOLS)/bin
 UV := $(TOOLS)/uv/bin/uv
 VENV := $(CURDIR)/.venv
+BUILD := $(CURDIR)/.build
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
@@ -48,6 +49,26 @@ $(BIN)/.go-tools: tools/go/go.mod tools/go/go.sum
 .PHONY: tools
 tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, buf, nats-server)
 
+# --- services that compile ----------------------------------------------------
+# inventory (Go) and payments (TypeScript) are built into git-ignored folders;
+# compose.yaml's x-local entries run these outputs. Each rebuilds only when a
+# source changes; Go's build cache keeps a rebuild under a second.
+
+INVENTORY_BIN := $(BUILD)/bin/inventory
+INVENTORY_SRC := $(shell find services/inventory gen/go -type f \( -name '*.go' -o -name 'go.*' -o -name '*.json' \) 2>/dev/null)
+PAYMENTS_JS := services/payments/dist/services/payments/src/main.js
+PAYMENTS_SRC := $(shell find services/payments/src services/payments/test gen/ts -type f -name '*.ts' 2>/dev/null) services/payments/tsconfig.json services/payments/package.json
+
+$(INVENTORY_BIN): $(INVENTORY_SRC)
+	cd services/inventory && go build -o $@ .
+
+$(PAYMENTS_JS): $(PAYMENTS_SRC) node_modules/.installed
+	npx --no-install tsc -p services/payments/tsconfig.json
+	touch $@
+
+.PHONY: build
+build: $(INVENTORY_BIN) $(PAYMENTS_JS) ## Build the Go and TypeScript services
+
 # requirements.lock: what the service images install; requirements-dev.lock:
 # that plus the tools and test dependencies. Both pin every package by hash.
 LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet \
@@ -74,7 +95,7 @@ protos-baseline: tools ## Record the current contracts as the baseline `buf brea
 
 # --- checks ------------------------------------------------------------------
 
-GO_MODULES := gen/go tests/contract/wire/go
+GO_MODULES := gen/go services/inventory tests/contract/wire/go
 
 .PHONY: lint
 lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
@@ -87,16 +108,19 @@ lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
 	for module in $(GO_MODULES); do (cd $$module && go vet ./...); done
 	npx --no-install tsc --noEmit -p tsconfig.json
 	npx --no-install tsc --noEmit -p tests/contract/wire/ts/tsconfig.json
+	npx --no-install tsc --noEmit -p services/payments/tsconfig.json
 
 .PHONY: test
-test: lint ## Run every check and test: lint, unit, contract, end to end, README
+test: lint build ## Run every check and test: lint, unit, contract, end to end, README
+	cd services/inventory && go test -race -count=1 ./...
+	node --test services/payments/dist/services/payments/test/
 	# pytest exits 5 when it collected nothing: that is a failure here.
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [[ $$rc -eq 5 ]] && echo "pytest collected no tests" >&2; exit $$rc; }
 
 # --- running -----------------------------------------------------------------
 
 .PHONY: up
-up: tools ## Start Jaeger and the services as local processes (logs in .run/logs)
+up: tools build ## Start Jaeger and the services as local processes (logs in .run/logs)
 	$(PY) -m localmode up
 
 .PHONY: down
@@ -104,7 +128,7 @@ down: ## Stop what `make up` started
 	@if [[ -x $(PY) ]]; then $(PY) -m localmode down; else echo "nothing to stop"; fi
 
 .PHONY: demo
-demo: tools ## Bring the mesh up, make a few calls, print their traces' Jaeger URLs
+demo: tools build ## Bring the mesh up, make a few calls, print their traces' Jaeger URLs
 	$(PY) -m localmode status | grep -q running || $(MAKE) up
 	$(PY) scripts/demo.py
 
@@ -114,7 +138,7 @@ trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
 	$(PY) -m tracing $(ID)
 
 .PHONY: bench
-bench: tools ## Measure GetProduct latency with tracing on and off (bench/results.md)
+bench: tools build ## Measure latency: GetProduct, GetStock, GetPayment; tracing on and off (bench/results.md)
 	$(PY) -m bench
 
 .PHONY: clean

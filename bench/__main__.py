@@ -1,10 +1,13 @@
-"""Measures GetProduct latency against real catalog processes, tracing on and off.
+"""Measures one call of each service in its own language, tracing on and off.
 
-Both catalogs run at once on free ports (one exporting to a real Jaeger, one
-with OTEL_SDK_DISABLED=true), and the rounds alternate between them so that
-machine noise hits both alike. Each call's latency is taken on the client; the
-table gives median, p99 and throughput per mode and concurrency, and is
-written to bench/results.md together with the command that made it.
+catalog `GetProduct` (Python), inventory `GetStock` (Go) and payments
+`GetPayment` (TypeScript) each run twice at once on free ports: one exporting
+every span to a real Jaeger, one with OTEL_SDK_DISABLED=true. Rounds go over
+every (call, mode) pair in turn so that machine noise hits all alike. Each
+call's latency is taken on the client; the table gives median, p99 and
+throughput per concurrency, plus each median as a ratio to catalog's
+GetProduct in the same mode and run, and is written to bench/results.md with
+the command that made it.
 """
 
 from __future__ import annotations
@@ -17,17 +20,24 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from localmode.processes import Stack, free_port, start_all
-from localmode.topology import REPO_ROOT, Topology
+from localmode.topology import REPO_ROOT, LocalService, Topology
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from shop.common.v1.common_pb2 import Money
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 RESULTS = REPO_ROOT / "bench" / "results.md"
+MODES = ("tracing on", "tracing off")
+Call = Callable[[], Awaitable[Any]]
 
 
 @dataclass
@@ -36,12 +46,60 @@ class Sample:
     elapsed_s: float
 
 
-async def _round(target: str, calls: int, concurrency: int) -> Sample:
+async def get_product(channel: grpc.aio.Channel) -> Call:
+    stub = catalog_pb2_grpc.CatalogServiceStub(channel)
     request = catalog_pb2.GetProductRequest(id="prod-chemex")
+    return lambda: stub.GetProduct(request, timeout=5)
+
+
+async def get_stock(channel: grpc.aio.Channel) -> Call:
+    stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+    request = inventory_pb2.GetStockRequest(product_ids=["prod-chemex"])
+    return lambda: stub.GetStock(request, timeout=5)
+
+
+async def get_payment(channel: grpc.aio.Channel) -> Call:
+    """Charges once (idempotent by key), then reads that payment back."""
+    stub = payments_pb2_grpc.PaymentsServiceStub(channel)
+    card = payments_pb2.Card(
+        number="4242424242424242",
+        expiry_month=12,
+        expiry_year=datetime.now(UTC).year + 1,
+        cvc="123",
+    )
+    charged = await stub.Charge(
+        payments_pb2.ChargeRequest(
+            idempotency_key="bench",
+            order_id="order-bench",
+            amount=Money(currency_code="EUR", amount_minor=4950),
+            card=card,
+        ),
+        timeout=5,
+    )
+    request = payments_pb2.GetPaymentRequest(id=charged.payment.id)
+    return lambda: stub.GetPayment(request, timeout=5)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str  # how the table names it
+    service: str  # compose.yaml service
+    prepare: Callable[[grpc.aio.Channel], Awaitable[Call]]
+
+
+SCENARIOS = (
+    Scenario("catalog GetProduct (Python)", "catalog", get_product),
+    Scenario("inventory GetStock (Go)", "inventory", get_stock),
+    Scenario("payments GetPayment (TypeScript)", "payments", get_payment),
+)
+ANCHOR = SCENARIOS[0].label
+
+
+async def _round(scenario: Scenario, target: str, calls: int, concurrency: int) -> Sample:
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-        await stub.GetProduct(request, timeout=5)  # connect outside the clock
+        call = await scenario.prepare(channel)
+        await call()  # connect outside the clock
         remaining = calls
 
         async def worker() -> None:
@@ -49,7 +107,7 @@ async def _round(target: str, calls: int, concurrency: int) -> Sample:
             while remaining > 0:
                 remaining -= 1
                 start = time.perf_counter()
-                await stub.GetProduct(request, timeout=5)
+                await call()
                 latencies.append(time.perf_counter() - start)
 
         began = time.perf_counter()
@@ -58,83 +116,105 @@ async def _round(target: str, calls: int, concurrency: int) -> Sample:
     return Sample(latencies, elapsed)
 
 
+Key = tuple[str, str]  # (scenario label, mode)
+
+
+async def measure(
+    targets: dict[Key, str], calls: int, rounds: int, concurrency: int
+) -> dict[Key, Sample]:
+    scenarios = {s.label: s for s in SCENARIOS}
+    merged = {key: Sample([], 0.0) for key in targets}
+    for (label, _), target in targets.items():  # warm-up, not recorded
+        await _round(scenarios[label], target, min(calls, 500), concurrency)
+    for _ in range(rounds):
+        for key, target in targets.items():
+            sample = await _round(scenarios[key[0]], target, calls, concurrency)
+            merged[key].latencies_s += sample.latencies_s
+            merged[key].elapsed_s += sample.elapsed_s
+    return merged
+
+
+def _untraced(service: LocalService) -> LocalService:
+    """A second copy of `service` on a port of its own, with tracing off."""
+    port = free_port()
+    own = service.grpc_target
+    assert own is not None
+    run_dir = service.run_dir.parent / f"{service.name}-untraced"
+    env = {  # its own address and its own database
+        key: value.replace(own, f"127.0.0.1:{port}").replace(str(service.run_dir), str(run_dir))
+        for key, value in service.environment.items()
+    }
+    return replace(
+        service,
+        name=f"{service.name}-untraced",
+        environment={**env, "OTEL_SDK_DISABLED": "true"},
+        ready=f"grpc://127.0.0.1:{port}",
+        run_dir=run_dir,
+    )
+
+
+def start_services(run_dir: Path) -> tuple[Stack, dict[Key, str]]:
+    topology = Topology.load()
+    ports = {key: free_port() for key in topology.default_ports()}
+    services = [topology.resolve("jaeger", ports, run_dir / "jaeger")]
+    targets: dict[Key, str] = {}
+    for scenario in SCENARIOS:
+        traced = topology.resolve(scenario.service, ports, run_dir / scenario.service)
+        untraced = _untraced(traced)
+        services += [traced, untraced]
+        for mode, service in zip(MODES, (traced, untraced), strict=True):
+            assert service.grpc_target is not None
+            targets[scenario.label, mode] = service.grpc_target
+    for service in services:
+        (service.run_dir / "data").mkdir(parents=True, exist_ok=True)
+    stack = Stack(run_dir)
+    start_all(stack, services)
+    return stack, targets
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(
-    targets: dict[str, str], calls: int, rounds: int, concurrency: int
-) -> dict[str, Sample]:
-    merged = {mode: Sample([], 0.0) for mode in targets}
-    for target in targets.values():  # warm-up, not recorded
-        await _round(target, min(calls, 500), concurrency)
-    for _ in range(rounds):
-        for mode, target in targets.items():
-            sample = await _round(target, calls, concurrency)
-            merged[mode].latencies_s += sample.latencies_s
-            merged[mode].elapsed_s += sample.elapsed_s
-    return merged
-
-
-def start_catalogs(run_dir: Path) -> tuple[Stack, dict[str, str]]:
-    topology = Topology.load()
-    ports = {key: free_port() for key in topology.default_ports()}
-    jaeger = topology.resolve("jaeger", ports, run_dir / "jaeger")
-    traced = topology.resolve("catalog", ports, run_dir / "traced")
-    untraced_port = free_port()
-    base = topology.resolve("catalog", ports, run_dir / "untraced")
-    untraced = replace(
-        base,
-        name="catalog-untraced",
-        environment={
-            **base.environment,
-            "GRPC_LISTEN_ADDR": f"127.0.0.1:{untraced_port}",
-            "OTEL_SDK_DISABLED": "true",
-        },
-        ready=f"grpc://127.0.0.1:{untraced_port}",
-    )
-    stack = Stack(run_dir)
-    start_all(stack, [jaeger, traced, untraced])
-    targets = {"tracing on": traced.grpc_target, "tracing off": untraced.grpc_target}
-    return stack, {mode: target for mode, target in targets.items() if target is not None}
-
-
-def render(results: dict[int, dict[str, Sample]], command: str) -> str:
+def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
     lines = [
-        "# Benchmark: catalog GetProduct, tracing on vs off",
+        "# Benchmark: one call per service and language, tracing on vs off",
         "",
         f"Command: `{command}`  ",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         f", {platform.system()} {platform.release()}  ",
-        "Setup: one Python grpc.aio client process and two catalog processes on loopback;"
+        "Setup: one Python grpc.aio client process; each service runs twice on loopback:"
         " 'tracing on' samples every span and batch-exports over OTLP gRPC to a real Jaeger,"
-        " 'tracing off' runs with OTEL_SDK_DISABLED=true. Rounds alternate between the two.",
+        " 'tracing off' runs with OTEL_SDK_DISABLED=true. Rounds go over every call and mode"
+        f" in turn. 'x anchor' is the median divided by {ANCHOR}'s in the same mode and run.",
         "",
-        "| in flight | mode | calls | median ms | p99 ms | calls/s |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| in flight | call | mode | calls | median ms | p99 ms | calls/s | x anchor |",
+        "|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    for concurrency, by_mode in results.items():
-        for mode, sample in by_mode.items():
+    for concurrency, by_key in results.items():
+        for (label, mode), sample in by_key.items():
             lat = sample.latencies_s
+            anchor = statistics.median(by_key[ANCHOR, mode].latencies_s)
             lines.append(
-                f"| {concurrency} | {mode} | {len(lat)} | {statistics.median(lat) * 1000:.3f} "
-                f"| {_p(lat, 0.99) * 1000:.3f} | {len(lat) / sample.elapsed_s:,.0f} |"
+                f"| {concurrency} | {label} | {mode} | {len(lat)} "
+                f"| {statistics.median(lat) * 1000:.3f} | {_p(lat, 0.99) * 1000:.3f} "
+                f"| {len(lat) / sample.elapsed_s:,.0f} | {statistics.median(lat) / anchor:.2f} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000, help="calls per round and mode")
+    parser.add_argument("--calls", type=int, default=2000, help="calls per round, call and mode")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
     with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-        stack, targets = start_catalogs(Path(tmp))
+        stack, targets = start_services(Path(tmp))
         try:
             results = {
                 c: asyncio.run(measure(targets, args.calls, args.rounds, c))

@@ -1,7 +1,7 @@
 """`python -m localmode up|down|status`: the mesh as local processes.
 
-`up` starts every compose.yaml service that has an `x-local` entry on its
-compose ports and returns when each one is ready; `down` stops what `up`
+`up` starts every compose.yaml service that has an `x-local` entry and is not
+already running, on its compose ports, and returns when each one is ready; `down` stops what `up`
 started, by PID. State lives in .run/ (logs in .run/logs/).
 """
 
@@ -11,22 +11,33 @@ import argparse
 import sys
 
 from localmode.processes import Stack, StartError, port_in_use, start_all
-from localmode.topology import REPO_ROOT, Topology
+from localmode.topology import REPO_ROOT, PortMap, Topology
 
 RUN_DIR = REPO_ROOT / ".run"
 
 
-def up(stack: Stack, topology: Topology) -> int:
-    running = [name for name in stack.recorded() if stack.alive(name)]
+def up(stack: Stack, topology: Topology, ports: PortMap | None = None) -> int:
+    """Starts every service that is not running; the running ones stay as they are.
+
+    So `make up` after a crash (or a `kill`) brings back only what died.
+    """
+    ports = topology.default_ports() if ports is None else ports
+    missing = [name for name in topology.names if not stack.alive(name)]
+    running = [name for name in topology.names if name not in missing]
     if running:
-        print(f"already up: {', '.join(running)} (run 'make down' first)", file=sys.stderr)
-        return 1
-    ports = topology.default_ports()
-    taken = [f"{name}:{port}" for (name, port) in ports if port_in_use(port)]
+        print(f"already running: {', '.join(running)}")
+    if not missing:
+        return 0
+    taken = [
+        f"{name}:{port}"
+        for name in missing
+        for port in topology.compose_ports[name]
+        if port_in_use(ports[(name, port)])
+    ]
     if taken:
         print(f"ports already in use: {', '.join(taken)}", file=sys.stderr)
         return 1
-    services = [topology.resolve(name, ports, RUN_DIR) for name in topology.names]
+    services = [topology.resolve(name, ports, stack.run_dir) for name in missing]
     try:
         start_all(stack, services)
     except StartError as error:

@@ -139,11 +139,23 @@ class Stack:
         return int(json.loads(self.pid_file(name).read_text())["pid"])
 
     def alive(self, name: str) -> bool:
+        """Whether the recorded process still runs.
+
+        A zombie counts as dead: PID 1 on these machines does not reap
+        orphans, so a killed service can linger in state Z with its PID and
+        start time intact, although it serves nothing.
+        """
         try:
             record = json.loads(self.pid_file(name).read_text())
         except (OSError, ValueError):
             return False
-        return record.get("start") is not None and _start_ticks(record["pid"]) == record["start"]
+        fields = _proc_stat(int(record["pid"]))  # one read: no race with an exit
+        return (
+            fields is not None
+            and fields[0] != "Z"
+            and record.get("start") is not None
+            and fields[19] == record["start"]
+        )
 
     def stop(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
         """Stops the named (default: all recorded) processes, last started first.
@@ -151,12 +163,17 @@ class Stack:
         SIGTERM lets a service drain; SIGKILL follows after `timeout_s`.
         """
         stopped = []
-        for name in reversed(list(self.recorded() if names is None else names)):
+        if names is None:  # what is recorded, and children of ours whose record is gone
+            names = [*self.recorded(), *(n for n in self._procs if n not in self.recorded())]
+        for name in reversed(list(names)):
             pid = self.pid(name)
             if pid is not None:
                 self._signal_and_wait(name, pid, timeout_s)
                 stopped.append(name)
             self.pid_file(name).unlink(missing_ok=True)
+            proc = self._procs.pop(name, None)
+            if proc is not None and proc.pid != pid:
+                proc.poll()  # our child that died on its own: reap it, no zombie left
         return stopped
 
     def _signal_and_wait(self, name: str, pid: int, timeout_s: float) -> None:

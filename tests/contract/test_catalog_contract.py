@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from localmode.processes import Stack
 from localmode.topology import LocalService
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-
-NO_TRACING = {"OTEL_SDK_DISABLED": "true"}
+from tests.contract.grpc_checks import (
+    NO_TRACING,
+    assert_invalid_field,
+    assert_serving,
+    assert_sigterm_drains,
+)
 
 
 @pytest.fixture
@@ -30,19 +29,6 @@ async def stub(catalog: LocalService) -> AsyncIterator[catalog_pb2_grpc.CatalogS
     assert catalog.grpc_target is not None
     async with grpc.aio.insecure_channel(catalog.grpc_target) as channel:
         yield catalog_pb2_grpc.CatalogServiceStub(channel)
-
-
-def bad_request_fields(trailers: Any) -> list[str]:
-    """Fields named by the google.rpc.BadRequest detail of an error's trailers."""
-    raw = dict(trailers).get("grpc-status-details-bin")
-    assert raw is not None, "INVALID_ARGUMENT without google.rpc.Status details"
-    status = status_pb2.Status.FromString(raw)
-    fields = []
-    for detail in status.details:
-        request = error_details_pb2.BadRequest()
-        if detail.Unpack(request):
-            fields += [violation.field for violation in request.field_violations]
-    return fields
 
 
 async def test_get_product(stub: catalog_pb2_grpc.CatalogServiceAsyncStub) -> None:
@@ -162,18 +148,12 @@ async def test_invalid_argument_names_the_field(
     tokens = {"list": await _first_token(stub), "search": await _first_token(stub, "tea")}
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await getattr(stub, rpc)(build(tokens))
-    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (error.value.details() or "").startswith(f"{field}:")
-    assert bad_request_fields(error.value.trailing_metadata() or ()) == [field]
+    assert_invalid_field(error.value, field)
 
 
 async def test_reports_serving(catalog: LocalService) -> None:
     assert catalog.grpc_target is not None
-    async with grpc.aio.insecure_channel(catalog.grpc_target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "shop.catalog.v1.CatalogService"):
-            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    await assert_serving(catalog.grpc_target, "shop.catalog.v1.CatalogService")
 
 
 async def test_sigterm_drains_and_finishes_in_flight_calls(
@@ -184,21 +164,10 @@ async def test_sigterm_drains_and_finishes_in_flight_calls(
     assert service.grpc_target is not None
     pid = Stack(service.run_dir).pid("catalog")
     assert pid is not None
-    async with grpc.aio.insecure_channel(service.grpc_target) as channel:
+
+    async def slow_call(channel: grpc.aio.Channel) -> catalog_pb2.GetProductResponse:
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
-        in_flight = asyncio.ensure_future(
-            stub.GetProduct(catalog_pb2.GetProductRequest(id="prod-chemex"), timeout=10)
-        )
-        await asyncio.sleep(0.3)  # the call is now inside the server's delay
-        os.kill(pid, signal.SIGTERM)
-        status = None
-        for _ in range(50):  # bounded poll during the 1 s drain
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            status = reply.status
-            if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                break
-            await asyncio.sleep(0.02)
-        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-        reply = await in_flight
-        assert reply.product.id == "prod-chemex"
+        return await stub.GetProduct(catalog_pb2.GetProductRequest(id="prod-chemex"), timeout=10)
+
+    reply = await assert_sigterm_drains(service.grpc_target, pid, slow_call)
+    assert reply.product.id == "prod-chemex"

@@ -21,6 +21,11 @@ from tests.conftest import GRPCURL, require_tool
 pytestmark = pytest.mark.readme
 
 README = (REPO_ROOT / "README.md").read_text()
+SERVICE_ON_PORT = {
+    50051: "shop.catalog.v1.CatalogService",
+    50053: "shop.inventory.v1.InventoryService",
+    50054: "shop.payments.v1.PaymentsService",
+}
 
 
 def shell_blocks() -> list[str]:
@@ -96,10 +101,16 @@ def test_grpcurl_command(command: str) -> None:
     result = run(command)
     assert result.returncode == 0, f"{command}\n{result.stderr}"
     if command.endswith(" list"):
-        assert "shop.catalog.v1.CatalogService" in result.stdout
+        port = int(command.split()[-2].rsplit(":", 1)[1])
+        assert SERVICE_ON_PORT[port] in result.stdout
         assert "grpc.health.v1.Health" in result.stdout
+        assert "grpc.reflection." in result.stdout
     if "GetProduct" in command:
         assert '"id": "prod-chemex"' in result.stdout
+    if "GetStock" in command:
+        assert '"productId": "prod-chemex"' in result.stdout
+    if "Charge" in command:
+        assert '"status": "PAYMENT_STATUS_' in result.stdout
     if "Health/Check" in command:
         assert '"status": "SERVING"' in result.stdout
 

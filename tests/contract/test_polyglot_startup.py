@@ -1,0 +1,71 @@
+"""How the Go and Node services fail at start: the catalog's rules, in their languages.
+
+A malformed variable ends the process with status 2 and one line naming it;
+a port that cannot be bound with status 1 naming the address; never a stack
+trace (Go's `panic:`/`goroutine`, Node's `    at ` frames).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from localmode.topology import REPO_ROOT, Topology
+
+STACK_TRACE_MARKS = ("panic:", "goroutine ", "\n    at ", "Traceback")
+
+
+def start(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    topology = Topology.load()
+    service = topology.resolve(name, topology.default_ports(), tmp_path)
+    base = {
+        "OTEL_SDK_DISABLED": "true",
+        "GRPC_LISTEN_ADDR": "127.0.0.1:0",
+        f"{name.upper()}_DB_PATH": str(tmp_path / f"{name}.db"),
+    }
+    return subprocess.run(
+        list(service.command),
+        cwd=REPO_ROOT,
+        env={**os.environ, **base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", ["inventory", "payments"])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GRPC_LISTEN_ADDR", "no-port-here"),
+        ("SHUTDOWN_GRACE_SECONDS", "soon"),
+        ("SHUTDOWN_DRAIN_SECONDS", "-1"),
+        ("FAULT_ERROR_PERCENT", "150"),
+        ("FAULT_DELAY_MS", "1.5"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_malformed_config_stops_the_process_naming_the_variable(
+    tmp_path: Path, name: str, variable: str, value: str
+) -> None:
+    result = start(name, tmp_path, **{variable: value})
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr
+    assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
+
+
+@pytest.mark.parametrize("name", ["inventory", "payments"])
+def test_a_taken_port_stops_the_process(tmp_path: Path, name: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = start(name, tmp_path, GRPC_LISTEN_ADDR=f"127.0.0.1:{port}")
+    assert result.returncode == 1, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
