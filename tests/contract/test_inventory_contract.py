@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -22,7 +22,9 @@ from tests.contract.grpc_checks import (
     assert_sigterm_drains,
 )
 
-Stub = inventory_pb2_grpc.InventoryServiceAsyncStub
+if TYPE_CHECKING:  # the async stub class exists only in the type stubs
+    Stub = inventory_pb2_grpc.InventoryServiceAsyncStub
+
 StartStack = Callable[..., dict[str, LocalService]]
 SERVICE = "shop.inventory.v1.InventoryService"
 TEN_UNITS = "prod-teapot-cast-iron"  # seeded with exactly 10 units

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -23,7 +23,9 @@ from tests.contract.grpc_checks import (
     assert_sigterm_drains,
 )
 
-Stub = payments_pb2_grpc.PaymentsServiceAsyncStub
+if TYPE_CHECKING:  # the async stub class exists only in the type stubs
+    Stub = payments_pb2_grpc.PaymentsServiceAsyncStub
+
 StartStack = Callable[..., dict[str, LocalService]]
 SERVICE = "shop.payments.v1.PaymentsService"
 CHARGED, DECLINED, REFUNDED = (

@@ -1,0 +1,158 @@
+// Package config reads the inventory service's configuration once, at start,
+// from environment variables into a Config.
+//
+// Names and semantics are those of the Python services (mesh/config.py): an
+// unset or blank variable takes its default, and a malformed one is an *Error
+// naming the variable, so a bad deployment fails at start instead of on the
+// first request. OTEL_* variables other than OTEL_SDK_DISABLED are left to the
+// OpenTelemetry SDK, which reads them itself.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything the process needs to know about its deployment.
+type Config struct {
+	// ListenAddr is host:port; port 0 picks a free port.
+	ListenAddr string
+	// DBPath is the bbolt file, created and seeded when missing or empty.
+	DBPath string
+	// Drain is how long health reports NOT_SERVING before the server stops
+	// accepting calls, so load balancers move away first.
+	Drain time.Duration
+	// Grace is how long calls in flight may take to finish after that.
+	Grace time.Duration
+	// FaultDelay delays every call of the service's own RPCs.
+	FaultDelay time.Duration
+	// FaultErrorPercent of those calls then fail with UNAVAILABLE (0..100).
+	FaultErrorPercent float64
+	LogLevel          slog.Level
+	// TracingDisabled is OTEL_SDK_DISABLED=true: no provider, exporter or
+	// stats handler at all. The Go SDK does not read that variable itself.
+	TracingDisabled bool
+}
+
+// Error is a missing or malformed variable; the message names it.
+type Error struct {
+	Variable string
+	Problem  string
+}
+
+func (e *Error) Error() string { return e.Variable + " " + e.Problem }
+
+// LookupFunc is os.LookupEnv, or a map's lookup in tests.
+type LookupFunc func(name string) (string, bool)
+
+// FromEnv reads the configuration; the error, if any, is an *Error.
+func FromEnv(lookup LookupFunc) (Config, error) {
+	env := reader{lookup: lookup}
+	cfg := Config{
+		ListenAddr:        env.address("GRPC_LISTEN_ADDR", "0.0.0.0:50053"),
+		DBPath:            env.text("INVENTORY_DB_PATH", "inventory.db"),
+		Drain:             env.seconds("SHUTDOWN_DRAIN_SECONDS", "0.5"),
+		Grace:             env.seconds("SHUTDOWN_GRACE_SECONDS", "10"),
+		FaultDelay:        time.Duration(env.integer("FAULT_DELAY_MS", "0", 0, maxDelayMS)) * time.Millisecond,
+		FaultErrorPercent: env.number("FAULT_ERROR_PERCENT", "0", 0, 100),
+		LogLevel:          env.level("LOG_LEVEL", "INFO"),
+		// The specification's kill switch: only "true", in any case, counts.
+		TracingDisabled: strings.EqualFold(env.text("OTEL_SDK_DISABLED", "false"), "true"),
+	}
+	if env.err != nil {
+		return Config{}, env.err
+	}
+	return cfg, nil
+}
+
+// reader keeps the first error, so FromEnv reads as a list of fields.
+type reader struct {
+	lookup LookupFunc
+	err    *Error
+}
+
+func (r *reader) fail(name, format string, args ...any) {
+	if r.err == nil {
+		r.err = &Error{Variable: name, Problem: fmt.Sprintf(format, args...)}
+	}
+}
+
+func (r *reader) text(name, fallback string) string {
+	value, _ := r.lookup(name)
+	if value = strings.TrimSpace(value); value != "" {
+		return value
+	}
+	return fallback
+}
+
+// maxDelayMS is a day: far beyond any demo, and safe to turn into a Duration.
+const maxDelayMS = 24 * 3600 * 1000
+
+func (r *reader) integer(name, fallback string, minimum, maximum int) int {
+	raw := r.text(name, fallback)
+	value, err := strconv.Atoi(raw)
+	if err != nil {
+		r.fail(name, "must be an integer, got %q", raw)
+		return 0
+	}
+	if value < minimum {
+		r.fail(name, "must be at least %d, got %d", minimum, value)
+	}
+	if value > maximum {
+		r.fail(name, "must be at most %d, got %d", maximum, value)
+	}
+	return value
+}
+
+func (r *reader) number(name, fallback string, minimum, maximum float64) float64 {
+	raw := r.text(name, fallback)
+	value, err := strconv.ParseFloat(raw, 64)
+	switch {
+	case err != nil:
+		r.fail(name, "must be a number, got %q", raw)
+	case math.IsNaN(value) || math.IsInf(value, 0):
+		r.fail(name, "must be a finite number, got %q", raw)
+	case value < minimum:
+		r.fail(name, "must be at least %g, got %g", minimum, value)
+	case value > maximum:
+		r.fail(name, "must be at most %g, got %g", maximum, value)
+	}
+	return value
+}
+
+func (r *reader) seconds(name, fallback string) time.Duration {
+	// A week is far beyond any sensible shutdown and keeps the conversion
+	// to a Duration from overflowing.
+	value := r.number(name, fallback, 0, 7*24*3600)
+	return time.Duration(value * float64(time.Second))
+}
+
+func (r *reader) address(name, fallback string) string {
+	raw := r.text(name, fallback)
+	sep := strings.LastIndex(raw, ":")
+	// ParseUint takes no sign and no blank: the port is digits only, 0-65535.
+	if _, err := strconv.ParseUint(raw[sep+1:], 10, 16); sep <= 0 || err != nil {
+		r.fail(name, "must be host:port, got %q", raw)
+	}
+	return raw
+}
+
+func (r *reader) level(name, fallback string) slog.Level {
+	raw := r.text(name, fallback)
+	switch strings.ToUpper(raw) {
+	case "DEBUG":
+		return slog.LevelDebug
+	case "INFO":
+		return slog.LevelInfo
+	case "WARN", "WARNING":
+		return slog.LevelWarn
+	case "ERROR":
+		return slog.LevelError
+	}
+	r.fail(name, "must be DEBUG, INFO, WARNING or ERROR, got %q", raw)
+	return slog.LevelInfo
+}

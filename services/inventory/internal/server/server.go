@@ -1,0 +1,132 @@
+// Package server is the inventory's gRPC face: the servicer that maps
+// protobuf to the stock domain and domain errors to status codes, and the
+// server around it with health, reflection, tracing, panic recovery, fault
+// injection and a graceful shutdown.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
+
+	pb "github.com/shopmesh/shopmesh/gen/go/shop/inventory/v1"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/stock"
+)
+
+// ServiceName is the contract's fully qualified service name, as health
+// checks and reflection know it.
+const ServiceName = "shop.inventory.v1.InventoryService"
+
+// Options are the optional parts of a server; the zero value is a plain one.
+type Options struct {
+	// Faults to inject into the inventory's own RPCs.
+	Faults Faults
+	// StatsHandler traces calls; nil when tracing is off, so that no
+	// instrumentation runs on the request path at all.
+	StatsHandler stats.Handler
+	// Interceptors run outermost, before panic recovery and faults.
+	Interceptors []grpc.UnaryServerInterceptor
+}
+
+// Server is a gRPC server bound to its listener, not yet serving.
+type Server struct {
+	grpc     *grpc.Server
+	health   *health.Server
+	listener net.Listener
+}
+
+// Listen binds addr; its error reads "cannot listen on ADDR: REASON".
+func Listen(addr string) (net.Listener, error) {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		// net's error repeats the operation and address; keep the reason.
+		var op *net.OpError
+		if errors.As(err, &op) {
+			err = op.Err
+		}
+		return nil, fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	return listener, nil
+}
+
+// New builds the server on listener around the store. Health reports
+// NOT_SERVING until Serve runs.
+func New(listener net.Listener, store *stock.Store, opts Options) *Server {
+	unary := append(slices.Clone(opts.Interceptors), recoverUnary)
+	if opts.Faults.Enabled() {
+		slog.Warn("fault injection on",
+			"delay_ms", opts.Faults.Delay.Milliseconds(), "error_percent", opts.Faults.ErrorPercent)
+		unary = append(unary, opts.Faults.unary)
+	}
+	serverOpts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(recoverStream),
+	}
+	if opts.StatsHandler != nil {
+		serverOpts = append(serverOpts, grpc.StatsHandler(opts.StatsHandler))
+	}
+	s := &Server{grpc: grpc.NewServer(serverOpts...), health: health.NewServer(), listener: listener}
+	pb.RegisterInventoryServiceServer(s.grpc, &servicer{store: store})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)
+	return s
+}
+
+func (s *Server) setHealth(status healthpb.HealthCheckResponse_ServingStatus) {
+	for _, name := range []string{"", ServiceName} {
+		s.health.SetServingStatus(name, status)
+	}
+}
+
+// Port is the bound TCP port (the chosen one when the address said 0).
+func (s *Server) Port() int {
+	if addr, ok := s.listener.Addr().(*net.TCPAddr); ok {
+		return addr.Port
+	}
+	return 0
+}
+
+// Serve reports SERVING and serves until Shutdown; it returns nil then.
+func (s *Server) Serve() error {
+	s.setHealth(healthpb.HealthCheckResponse_SERVING)
+	err := s.grpc.Serve(s.listener)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops in the order a load balancer needs: health turns
+// NOT_SERVING so probes and clients stop sending new work; after drain the
+// server stops accepting calls; calls in flight get grace to finish before
+// they are cancelled. It returns once the server has stopped.
+func (s *Server) Shutdown(drain, grace time.Duration) {
+	slog.Info("shutting down", "drain_seconds", drain.Seconds(), "grace_seconds", grace.Seconds())
+	s.health.Shutdown()
+	time.Sleep(drain)
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		slog.Warn("grace period over, cancelling calls in flight")
+		s.grpc.Stop()
+		<-stopped
+	}
+	slog.Info("stopped serving")
+}

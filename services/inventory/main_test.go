@@ -1,0 +1,52 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runWithStderr calls run and returns its exit status and what it wrote to stderr.
+func runWithStderr(t *testing.T) (int, string) {
+	t.Helper()
+	file, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	saved := os.Stderr
+	os.Stderr = file
+	code := run()
+	os.Stderr = saved
+	out, err := os.ReadFile(file.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, string(out)
+}
+
+func TestConfigurationErrorExitsTwo(t *testing.T) {
+	t.Setenv("FAULT_ERROR_PERCENT", "150")
+	code, stderr := runWithStderr(t)
+	if code != 2 || stderr != "configuration error: FAULT_ERROR_PERCENT must be at most 100, got 150\n" {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestBusyPortExitsOne(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	t.Setenv("GRPC_LISTEN_ADDR", busy.Addr().String())
+	t.Setenv("INVENTORY_DB_PATH", filepath.Join(t.TempDir(), "inventory.db"))
+	t.Setenv("OTEL_SDK_DISABLED", "true")
+	code, stderr := runWithStderr(t)
+	want := "cannot start: cannot listen on " + busy.Addr().String() + ": "
+	if code != 1 || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
