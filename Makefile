@@ -142,5 +142,5 @@ bench: tools build ## Measure latency: GetProduct, GetStock, GetPayment; tracing
 	$(PY) -m bench
 
 .PHONY: clean
-clean: down ## Remove generated state (.run); tools stay
-	rm -rf .run
+clean: down ## Remove generated state (.run) and built services; tools stay
+	rm -rf .run .build services/payments/dist
