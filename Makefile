@@ -57,7 +57,7 @@ tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ##
 INVENTORY_BIN := $(BUILD)/bin/inventory
 INVENTORY_SRC := $(shell find services/inventory gen/go -type f \( -name '*.go' -o -name 'go.*' -o -name '*.json' \) 2>/dev/null)
 PAYMENTS_JS := services/payments/dist/services/payments/src/main.js
-PAYMENTS_SRC := $(shell find services/payments/src services/payments/test gen/ts -type f -name '*.ts' 2>/dev/null) services/payments/tsconfig.json services/payments/package.json
+PAYMENTS_SRC := $(shell find services/payments/src services/payments/test services/payments/testing gen/ts -type f -name '*.ts' 2>/dev/null) services/payments/tsconfig.json services/payments/package.json
 
 $(INVENTORY_BIN): $(INVENTORY_SRC)
 	cd services/inventory && go build -o $@ .

@@ -1,0 +1,169 @@
+// Builds the payments gRPC server from its configuration, and stops it well.
+//
+// `build` opens the store, registers the payments service, the library health
+// service and server reflection, binds the port (0 picks a free one, which the
+// tests use) and reports SERVING. `shutDown` stops in the order a load
+// balancer needs, as the Python services do (mesh/server.py):
+//
+// 1. health turns NOT_SERVING, so probes and clients stop sending new work;
+// 2. after the drain period the server stops accepting calls (tryShutdown);
+// 3. calls in flight get the grace period to finish, then are cancelled;
+// 4. the database is closed.
+
+import * as path from "node:path";
+import { format } from "node:util";
+
+import * as grpc from "@grpc/grpc-js";
+import { loadSync, type PackageDefinition } from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
+
+import { PaymentsServiceService } from "../../../gen/ts/shop/payments/v1/payments";
+import { faultsEnabled, type PaymentsConfig, type ServerConfig } from "./config";
+import { Payments, type PaymentsApi } from "./domain";
+import { log } from "./logging";
+import { reflectionDefinition } from "./reflection";
+import { errorDetailsDescriptor } from "./rpc-status";
+import { paymentsService, SERVICE_FULL_NAME } from "./service";
+import { SqlitePaymentStore } from "./store";
+
+export { SERVICE_FULL_NAME };
+
+// grpc-js writes its own diagnostics to the console as plain text. Every
+// failure that matters also reaches this code as an error (a failed bind,
+// say, which main.ts reports as its one "cannot start" line), so grpc-js's
+// lines go to the JSON log at DEBUG; GRPC_VERBOSITY/GRPC_TRACE still choose
+// which ones grpc-js produces.
+grpc.setLogger({ error: (...args: unknown[]) => log.debug(`grpc-js: ${format(...args)}`) });
+
+/** The port could not be bound or the database not opened: exit status 1, one line. */
+export class StartError extends Error {
+  override name = "StartError";
+}
+
+export interface BuildOptions {
+  /** Replaces the domain over the store (tests inject failures with it). */
+  readonly api?: PaymentsApi;
+  /** Uniform in [0, 1) for fault injection; Math.random when omitted. */
+  readonly random?: () => number;
+}
+
+export interface PaymentsServer {
+  readonly server: grpc.Server;
+  readonly health: HealthImplementation;
+  readonly store: SqlitePaymentStore;
+  /** The bound port: the configured one, or the one picked for port 0. */
+  readonly port: number;
+  /** Names health reports on: "" (the whole server) and the payments service. */
+  readonly healthNames: readonly string[];
+}
+
+/**
+ * What server reflection serves: the payments contract (with its imports),
+ * health and reflection itself, so `grpcurl list` shows all three. Loaded
+ * with proto-loader at run time because @grpc/reflection reads proto-loader
+ * package definitions (the ts-proto stubs carry no descriptors), then
+ * repaired for protobuf-go clients such as grpcurl (see reflection.ts).
+ */
+export function loadReflectionDefinition(protoDir: string): PackageDefinition {
+  const reflectionProtos = path.join(path.dirname(require.resolve("@grpc/reflection/package.json")), "build", "proto");
+  const loaded = loadSync(
+    [
+      "shop/payments/v1/payments.proto",
+      "health/v1/health.proto",
+      "grpc/reflection/v1/reflection.proto",
+      "grpc/reflection/v1alpha/reflection.proto",
+    ],
+    {
+      // Field names as written in the contract (`expiry_month`), not camelCase.
+      keepCase: true,
+      // google/protobuf/*.proto come bundled with protobufjs.
+      includeDirs: [protoDir, path.resolve(path.dirname(healthProtoPath), "..", ".."), reflectionProtos],
+    },
+  );
+  return reflectionDefinition(loaded, [errorDetailsDescriptor()]);
+}
+
+function bind(server: grpc.Server, address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+      if (error !== null) {
+        reject(error);
+      } else {
+        resolve(port);
+      }
+    });
+  });
+}
+
+function reason(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Opens the store and returns a bound, SERVING server. */
+export async function build(config: PaymentsConfig, options: BuildOptions = {}): Promise<PaymentsServer> {
+  let store: SqlitePaymentStore;
+  try {
+    store = SqlitePaymentStore.open(config.dbPath);
+  } catch (error) {
+    throw new StartError(`cannot open database ${config.dbPath}: ${reason(error)}`);
+  }
+  const server = new grpc.Server();
+  try {
+    const faults = config.server.faults;
+    if (faultsEnabled(faults)) {
+      log.warning("fault injection on", { fault_delay_ms: faults.delayMs, fault_error_percent: faults.errorPercent });
+    }
+    const api = options.api ?? new Payments(store);
+    const serviceOptions = options.random === undefined ? { faults } : { faults, random: options.random };
+    server.addService(PaymentsServiceService, paymentsService(api, serviceOptions));
+    const health = new HealthImplementation();
+    health.addToServer(server);
+    new ReflectionService(loadReflectionDefinition(config.protoDir)).addToServer(server);
+
+    let port: number;
+    try {
+      port = await bind(server, config.server.listenAddr);
+    } catch (error) {
+      throw new StartError(`cannot listen on ${config.server.listenAddr}: ${reason(error)}`);
+    }
+    // grpc-js serves as soon as the port is bound (Server.start is deprecated).
+    const healthNames = ["", SERVICE_FULL_NAME];
+    for (const name of healthNames) {
+      health.setStatus(name, "SERVING");
+    }
+    return { server, health, store, port, healthNames };
+  } catch (error) {
+    server.forceShutdown();
+    store.close();
+    throw error;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Stops serving gracefully (see the steps at the top) and closes the store. */
+export async function shutDown(payments: PaymentsServer, config: ServerConfig): Promise<void> {
+  for (const name of payments.healthNames) {
+    payments.health.setStatus(name, "NOT_SERVING");
+  }
+  if (config.drainSeconds > 0) {
+    log.info(`draining for ${config.drainSeconds}s`);
+    await sleep(config.drainSeconds * 1000);
+  }
+  log.info(`stopping: calls in flight get ${config.graceSeconds}s to finish`);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      log.warning("grace period over: cancelling the calls still running");
+      payments.server.forceShutdown();
+      resolve();
+    }, config.graceSeconds * 1000);
+    payments.server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  payments.store.close();
+}

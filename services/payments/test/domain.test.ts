@@ -1,0 +1,166 @@
+// The domain over a real (in-memory) store: idempotency of Charge and Refund,
+// the refund life cycle, declines as results, and transient processor errors
+// that leave nothing behind.
+
+import assert from "node:assert/strict";
+import { afterEach, beforeEach, describe, test } from "node:test";
+
+import { type ChargeInput, Payments } from "../src/domain";
+import { FailedPrecondition, NotFound, Unavailable } from "../src/errors";
+import { TEST_CARDS } from "../src/processor";
+import { SqlitePaymentStore } from "../src/store";
+import { chargeInput } from "../testing/helpers";
+
+let store: SqlitePaymentStore;
+let payments: Payments;
+let ids: number;
+// A fixed clock, inside the validity of the helpers' cards (expiring next year).
+const NOW = new Date();
+
+beforeEach(() => {
+  store = SqlitePaymentStore.open(":memory:");
+  ids = 0;
+  payments = new Payments(store, {
+    now: () => NOW,
+    newId: () => {
+      ids += 1;
+      return `pay_${ids}`;
+    },
+  });
+});
+
+afterEach(() => store.close());
+
+function withCard(number: string, overrides: Partial<ChargeInput> = {}): ChargeInput {
+  const base = chargeInput(overrides);
+  return { ...base, card: base.card && { ...base.card, number } };
+}
+
+describe("charge", () => {
+  test("a charged payment keeps only the last four digits", () => {
+    const payment = payments.charge(chargeInput());
+    assert.equal(payment.status, "CHARGED");
+    assert.equal(payment.cardLast4, "4242");
+    assert.equal(payment.declineReason, "");
+    assert.equal(payment.orderId, "order-1");
+    assert.deepEqual(payment.amount, { currencyCode: "EUR", amountMinor: 1234n });
+    assert.deepEqual(payment.createTime, NOW);
+    assert.deepEqual(store.getPayment(payment.id), payment);
+  });
+
+  test("a decline is a result with its reason, not an error", () => {
+    const declined = payments.charge(withCard(TEST_CARDS.declined));
+    assert.equal(declined.status, "DECLINED");
+    assert.equal(declined.declineReason, "card_declined");
+    const poor = payments.charge(withCard(TEST_CARDS.insufficientFunds, { idempotencyKey: "key-2" }));
+    assert.equal(poor.declineReason, "insufficient_funds");
+  });
+
+  test("the same key and request twice give one payment", () => {
+    const first = payments.charge(chargeInput());
+    const second = payments.charge(chargeInput());
+    assert.deepEqual(second, first);
+    assert.equal(ids, 1, "a second payment id was made");
+  });
+
+  test("the same key with a different request is FAILED_PRECONDITION naming idempotency_key", () => {
+    payments.charge(chargeInput());
+    const changes: Partial<ChargeInput>[] = [
+      { orderId: "order-2" },
+      { amount: { currencyCode: "EUR", amountMinor: 1235n } },
+      { amount: { currencyCode: "USD", amountMinor: 1234n } },
+      { card: { ...chargeInput().card!, cvc: "124" } },
+      { card: { ...chargeInput().card!, holderName: "Someone Else" } },
+      { card: { ...chargeInput().card!, number: "5555555555554444" } },
+    ];
+    for (const change of changes) {
+      assert.throws(() => payments.charge(chargeInput(change)), (error: unknown) => {
+        assert.ok(error instanceof FailedPrecondition, String(error));
+        assert.match(error.message, /idempotency_key/);
+        return true;
+      });
+    }
+    assert.equal(ids, 1);
+  });
+
+  test("a transient processor error stores nothing, so a retry with the same key runs again", () => {
+    assert.throws(() => payments.charge(withCard(TEST_CARDS.processorError)), Unavailable);
+    // Had the failed attempt been remembered, another request under the same
+    // key would be refused; it is charged instead.
+    const retried = payments.charge(chargeInput());
+    assert.equal(retried.status, "CHARGED");
+    assert.equal(ids, 1);
+  });
+
+  test("a repeat gets the first response even after the payment was refunded", () => {
+    const charged = payments.charge(chargeInput());
+    payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" });
+    assert.equal(payments.charge(chargeInput()).status, "CHARGED");
+    assert.equal(payments.getPayment(charged.id).status, "REFUNDED");
+  });
+});
+
+describe("refund", () => {
+  test("moves a charged payment to REFUNDED", () => {
+    const charged = payments.charge(chargeInput());
+    const refunded = payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" });
+    assert.deepEqual(refunded, { ...charged, status: "REFUNDED" });
+    assert.deepEqual(payments.getPayment(charged.id), refunded);
+  });
+
+  test("an already refunded payment is returned unchanged, even under a new key", () => {
+    const charged = payments.charge(chargeInput());
+    const first = payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" });
+    assert.deepEqual(payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" }), first);
+    assert.deepEqual(payments.refund({ idempotencyKey: "refund-2", paymentId: charged.id, reason: "again" }), first);
+  });
+
+  test("the same refund key with another request is FAILED_PRECONDITION", () => {
+    const charged = payments.charge(chargeInput());
+    payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" });
+    assert.throws(
+      () => payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "other reason" }),
+      FailedPrecondition,
+    );
+  });
+
+  test("a charge key reused for a refund is a different request", () => {
+    const charged = payments.charge(chargeInput());
+    assert.throws(
+      () => payments.refund({ idempotencyKey: "key-1", paymentId: charged.id, reason: "" }),
+      (error: unknown) => error instanceof FailedPrecondition && /idempotency_key/.test(error.message),
+    );
+    assert.equal(payments.getPayment(charged.id).status, "CHARGED");
+  });
+
+  test("a declined payment cannot be refunded", () => {
+    const declined = payments.charge(withCard(TEST_CARDS.declined));
+    assert.throws(
+      () => payments.refund({ idempotencyKey: "refund-1", paymentId: declined.id, reason: "" }),
+      FailedPrecondition,
+    );
+    assert.equal(payments.getPayment(declined.id).status, "DECLINED");
+  });
+
+  test("an unknown payment is NOT_FOUND naming it", () => {
+    assert.throws(
+      () => payments.refund({ idempotencyKey: "refund-1", paymentId: "pay_missing", reason: "" }),
+      (error: unknown) => error instanceof NotFound && error.message.includes("pay_missing"),
+    );
+  });
+});
+
+describe("getPayment", () => {
+  test("an unknown id is NOT_FOUND naming it", () => {
+    assert.throws(
+      () => payments.getPayment("pay_missing"),
+      (error: unknown) => error instanceof NotFound && error.message.includes("pay_missing"),
+    );
+  });
+
+  test("ids are pay_ and a UUID by default", () => {
+    const real = new Payments(store);
+    const payment = real.charge(chargeInput({ idempotencyKey: "key-uuid" }));
+    assert.match(payment.id, /^pay_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});

@@ -1,0 +1,184 @@
+// The compiled entry point as a process: exit statuses and their one-line
+// messages, JSON logs, and a graceful stop on SIGTERM that lets a call in
+// flight finish, with and without a reachable trace collector.
+
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import * as net from "node:net";
+import * as path from "node:path";
+import { createInterface } from "node:readline";
+import { test } from "node:test";
+
+import * as grpc from "@grpc/grpc-js";
+
+import { loadConfig } from "../src/config";
+import { chargeRequest, connect, tempDir } from "../testing/helpers";
+
+const MAIN = path.join(__dirname, "..", "src", "main.js");
+const REPO_ROOT = path.dirname(loadConfig({}).protoDir);
+
+interface Running {
+  readonly child: ChildProcess;
+  /** Resolves with the first stderr line for which `predicate` is true. */
+  waitFor(predicate: (line: string) => boolean): Promise<string>;
+  readonly lines: string[];
+  readonly exit: Promise<number | null>;
+}
+
+type Context = { after(fn: () => void): void };
+
+// A test that goes wrong must fail, not hang: every test has a timeout and
+// every process it starts is killed when it ends.
+const LIMIT = { timeout: 30_000 };
+
+function start(t: Context, env: Record<string, string>): Running {
+  const child = spawn(process.execPath, [MAIN], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  t.after(() => child.kill("SIGKILL"));
+  const lines: string[] = [];
+  const waiters: { predicate: (line: string) => boolean; resolve: (line: string) => void }[] = [];
+  createInterface({ input: child.stderr! }).on("line", (line) => {
+    lines.push(line);
+    for (const waiter of waiters.filter((w) => w.predicate(line))) {
+      waiters.splice(waiters.indexOf(waiter), 1);
+      waiter.resolve(line);
+    }
+  });
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    exit,
+    waitFor: (predicate) =>
+      new Promise((resolve, reject) => {
+        const seen = lines.find(predicate);
+        if (seen !== undefined) {
+          resolve(seen);
+          return;
+        }
+        waiters.push({ predicate, resolve });
+        void exit.then((code) => reject(new Error(`exited with ${code} first; stderr:\n${lines.join("\n")}`)));
+      }),
+  };
+}
+
+async function run(t: Context, env: Record<string, string>): Promise<{ code: number | null; lines: string[] }> {
+  const process = start(t, env);
+  const code = await process.exit;
+  // Let readline deliver the last lines.
+  await new Promise((resolve) => setImmediate(resolve));
+  return { code, lines: process.lines };
+}
+
+function message(line: string): string {
+  return (JSON.parse(line) as { message: string }).message;
+}
+
+test("a malformed variable exits 2 with one line naming it", LIMIT, async (t) => {
+  const db = path.join(tempDir(t), "p.db");
+  const cases: [Record<string, string>, string][] = [
+    [{ GRPC_LISTEN_ADDR: "no-port" }, "GRPC_LISTEN_ADDR"],
+    [{ FAULT_ERROR_PERCENT: "150" }, "FAULT_ERROR_PERCENT"],
+    [{ FAULT_DELAY_MS: "-1" }, "FAULT_DELAY_MS"],
+    [{ SHUTDOWN_GRACE_SECONDS: "soon" }, "SHUTDOWN_GRACE_SECONDS"],
+    [{ LOG_LEVEL: "chatty" }, "LOG_LEVEL"],
+  ];
+  for (const [env, variable] of cases) {
+    // Loopback and port 0 even here: should a check regress, the process
+    // must not listen on a public address or on the real port.
+    const base = { GRPC_LISTEN_ADDR: "127.0.0.1:0", PAYMENTS_DB_PATH: db, OTEL_SDK_DISABLED: "true" };
+    const { code, lines } = await run(t, { ...base, ...env });
+    assert.equal(code, 2, variable);
+    assert.equal(lines.length, 1, lines.join("\n"));
+    assert.match(lines[0] ?? "", new RegExp(`^configuration error: .*${variable}`));
+  }
+});
+
+test("a port in use exits 1 with one 'cannot start' line", LIMIT, async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+  t.after(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const { code, lines } = await run(t, {
+    GRPC_LISTEN_ADDR: `127.0.0.1:${port}`,
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+  });
+  assert.equal(code, 1);
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0] ?? "", new RegExp(`^cannot start: cannot listen on 127\\.0\\.0\\.1:${port}: `));
+});
+
+/** Starts the service, charges with a call held in flight by FAULT_DELAY_MS, then sends SIGTERM. */
+async function stopDuringCall(t: Context, env: Record<string, string>): Promise<void> {
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    LOG_LEVEL: "DEBUG",
+    FAULT_DELAY_MS: "1500",
+    SHUTDOWN_DRAIN_SECONDS: "0.1",
+    ...env,
+  });
+  const serving = await service.waitFor((line) => line.includes('"serving on port'));
+  const port = Number(/serving on port (\d+)/.exec(serving)?.[1]);
+  const client = connect(port);
+  t.after(() => client.close());
+
+  const inFlight = client.charge(chargeRequest({ idempotencyKey: "sigterm" }));
+  await service.waitFor((line) => message(line) === "call started");
+  service.child.kill("SIGTERM");
+  const response = await inFlight;
+  assert.ok(response.payment?.id.startsWith("pay_"), "the call in flight did not complete");
+  assert.equal(await service.exit, 0);
+  await new Promise((resolve) => setImmediate(resolve));
+
+  const records = service.lines.map((line) => JSON.parse(line) as Record<string, string>);
+  for (const record of records) {
+    assert.deepEqual(Object.keys(record).slice(0, 4), ["time", "level", "message", "service"]);
+    assert.equal(record["service"], "payments");
+  }
+  const messages = records.map((record) => record["message"]);
+  assert.ok(messages.includes("fault injection on"), messages.join(" | "));
+  assert.ok(messages.some((m) => m?.startsWith("received SIGTERM")), messages.join(" | "));
+  assert.equal(messages.at(-1), "stopped");
+}
+
+test("SIGTERM lets a call in flight finish OK, then exits 0 (tracing off)", LIMIT, async (t) => {
+  await stopDuringCall(t, { OTEL_SDK_DISABLED: "true" });
+});
+
+test("SIGTERM exits 0 even when the trace collector never answers", LIMIT, async (t) => {
+  // A collector that accepts connections and then says nothing: exporting
+  // would wait out its own timeouts, the bounded shutdown does not.
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    sockets.forEach((socket) => socket.destroy());
+    silent.close();
+  });
+  const port = (silent.address() as net.AddressInfo).port;
+  await stopDuringCall(t, {
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+    OTEL_EXPORTER_OTLP_INSECURE: "true",
+  });
+});
+
+test("the entry point serves calls once it logs its port and stops on SIGINT", LIMIT, async (t) => {
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+  });
+  const port = Number(/serving on port (\d+)/.exec(await service.waitFor((l) => l.includes("serving on port")))?.[1]);
+  const client = connect(port);
+  t.after(() => client.close());
+  const error = await new Promise<grpc.ServiceError>((resolve) =>
+    client.raw.getPayment({ id: "pay_none" }, (e) => resolve(e as grpc.ServiceError)),
+  );
+  assert.equal(error.code, grpc.status.NOT_FOUND);
+  service.child.kill("SIGINT");
+  assert.equal(await service.exit, 0);
+});
