@@ -172,8 +172,8 @@ class Stack:
                 stopped.append(name)
             self.pid_file(name).unlink(missing_ok=True)
             proc = self._procs.pop(name, None)
-            if proc is not None and proc.pid != pid:
-                proc.poll()  # our child that died on its own: reap it, no zombie left
+            if proc is not None and proc.returncode is None:
+                self._reap(proc, timeout_s)
         return stopped
 
     def _signal_and_wait(self, name: str, pid: int, timeout_s: float) -> None:
@@ -187,6 +187,20 @@ class Stack:
                 os.kill(pid, signal.SIGKILL)
             while self._running(name, pid):
                 time.sleep(0.05)
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        """Waits for a child of ours that is dead or dying, so no zombie is left.
+
+        /proc shows a multi-threaded process (Go, Node) as a zombie as soon as
+        its main thread has exited, while its other threads still run: it
+        cannot be reaped until they finish too, hence a wait, not a poll.
+        """
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def _running(self, name: str, pid: int) -> bool:
         proc = self._procs.get(name)
