@@ -1,18 +1,17 @@
 """gRPC face of the catalog: protobuf in, domain call, protobuf out.
 
-Every domain error maps to one status here; anything else is turned into
-INTERNAL by the mesh's interceptor, so no client sees UNKNOWN.
+Every domain error maps to one status through `catalog.errors.STATUSES`;
+anything else is turned into INTERNAL by the mesh's interceptor, so no client
+sees UNKNOWN.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
-import grpc
+from typing import Any
 
 from catalog.domain import Catalog, Page, Product
-from catalog.errors import CatalogError, InvalidArgument, ProductNotFound
-from mesh.status import abort, bad_request
+from catalog.errors import STATUSES
+from mesh.status import Context, maps_errors
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.common.v1 import common_pb2
 
@@ -30,46 +29,31 @@ def product_to_proto(product: Product) -> catalog_pb2.Product:
     )
 
 
-async def _abort(context: Any, error: CatalogError) -> NoReturn:
-    if isinstance(error, InvalidArgument):
-        await abort(context, bad_request(error.field, error.problem))
-    if isinstance(error, ProductNotFound):
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-    await context.abort(grpc.StatusCode.INTERNAL, "unmapped catalog error")
-    raise AssertionError("abort returned")
-
-
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
 
+    @maps_errors(STATUSES)
     async def GetProduct(  # noqa: N802 (name fixed by the contract)
-        self, request: catalog_pb2.GetProductRequest, context: Any
+        self, request: catalog_pb2.GetProductRequest, context: Context
     ) -> catalog_pb2.GetProductResponse:
-        try:
-            product = await self._catalog.get_product(request.id)
-        except CatalogError as error:
-            await _abort(context, error)
+        product = await self._catalog.get_product(request.id)
         return catalog_pb2.GetProductResponse(product=product_to_proto(product))
 
+    @maps_errors(STATUSES)
     async def ListProducts(  # noqa: N802
-        self, request: catalog_pb2.ListProductsRequest, context: Any
+        self, request: catalog_pb2.ListProductsRequest, context: Context
     ) -> catalog_pb2.ListProductsResponse:
-        try:
-            page = await self._catalog.list_products(request.page_size, request.page_token)
-        except CatalogError as error:
-            await _abort(context, error)
+        page = await self._catalog.list_products(request.page_size, request.page_token)
         return catalog_pb2.ListProductsResponse(**_page_fields(page))
 
+    @maps_errors(STATUSES)
     async def SearchProducts(  # noqa: N802
-        self, request: catalog_pb2.SearchProductsRequest, context: Any
+        self, request: catalog_pb2.SearchProductsRequest, context: Context
     ) -> catalog_pb2.SearchProductsResponse:
-        try:
-            page = await self._catalog.search_products(
-                request.query, request.page_size, request.page_token
-            )
-        except CatalogError as error:
-            await _abort(context, error)
+        page = await self._catalog.search_products(
+            request.query, request.page_size, request.page_token
+        )
         return catalog_pb2.SearchProductsResponse(**_page_fields(page))
 
 
