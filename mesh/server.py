@@ -16,16 +16,20 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from mesh.config import Env
 from mesh.interceptors import FaultConfig, FaultInjection, ServerInterceptor, UnexpectedErrors
 
 log = logging.getLogger(__name__)
+
+# The async health servicer's public name is `health.aio` (grpcio-health-checking
+# re-exports its private `_async` module there); grpc-stubs does not know it.
+HealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class MeshServer:
     """A started-or-not server and what `serve` needs to stop it well."""
 
     server: grpc.aio.Server
-    health: HealthServicer
+    health: Any  # a HealthServicer
     service_names: tuple[str, ...]
     port: int
 
