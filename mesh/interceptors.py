@@ -27,7 +27,10 @@ from mesh.config import ConfigError, Env
 
 log = logging.getLogger(__name__)
 
-_INFRASTRUCTURE_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# Prefixes of the fully qualified gRPC services that probes and tools call
+# (health, and reflection v1 and v1alpha): never faulted here, never traced
+# (tracing/interceptors.py reads the same tuple).
+INFRASTRUCTURE_SERVICE_PREFIXES = ("grpc.health.v1.", "grpc.reflection.")
 
 if TYPE_CHECKING:
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -41,7 +44,8 @@ Around = Callable[[str, Any], contextlib.AbstractAsyncContextManager[None]]
 
 
 def is_infrastructure(method: str) -> bool:
-    return method.startswith(_INFRASTRUCTURE_PREFIXES)
+    """Whether `method` (`/package.Service/Method`) belongs to health or reflection."""
+    return method.removeprefix("/").startswith(INFRASTRUCTURE_SERVICE_PREFIXES)
 
 
 async def _run_stream(behaviour: Any, request: Any, context: Any) -> AsyncIterator[Any]:

@@ -26,13 +26,13 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name, service_prefix
 from opentelemetry.trace import TracerProvider
 
+from mesh.interceptors import INFRASTRUCTURE_SERVICE_PREFIXES
 from tracing.provider import tracing_disabled
 
 __all__ = ["EXCLUDED_SERVICE_PREFIXES", "client_interceptors", "server_interceptors"]
 
-# Prefixes of fully qualified gRPC service names that are never traced.
-# "grpc.reflection." covers both v1 and v1alpha, which grpcurl may use.
-EXCLUDED_SERVICE_PREFIXES = ("grpc.health.v1.Health", "grpc.reflection.")
+# Health and reflection: the same list the mesh's fault injection skips.
+EXCLUDED_SERVICE_PREFIXES = INFRASTRUCTURE_SERVICE_PREFIXES
 
 # The instrumentation's filter callables are typed over its own generic; every
 # one of them is "call details in, keep-this-RPC out".
