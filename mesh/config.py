@@ -83,3 +83,12 @@ class Env:
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"{name} must be host:port, got {raw!r}")
         return raw
+
+    def log_level(self, name: str = "LOG_LEVEL", default: str = "INFO") -> str:
+        """A logging level name such as DEBUG or WARNING (any case), upper-cased."""
+        raw = self._raw(name, default).upper()
+        if raw == "WARN":  # what Go and Node services accept too
+            raw = "WARNING"
+        if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+        return raw

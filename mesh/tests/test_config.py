@@ -168,3 +168,17 @@ def test_server_config_errors_name_the_variable(name: str, raw: str) -> None:
 )
 def test_fault_config_enabled(faults: FaultConfig, enabled: bool) -> None:
     assert faults.enabled is enabled
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"),
+    [(None, "INFO"), ("debug", "DEBUG"), (" Warning ", "WARNING"), ("warn", "WARNING")],
+)
+def test_log_level(raw: str | None, level: str) -> None:
+    env = Env({} if raw is None else {"LOG_LEVEL": raw})
+    assert env.log_level() == level
+
+
+def test_an_unknown_log_level_is_named() -> None:
+    with pytest.raises(ConfigError, match="LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"):
+        Env({"LOG_LEVEL": "loud"}).log_level()

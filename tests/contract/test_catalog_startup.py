@@ -37,6 +37,7 @@ def start_catalog(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str
         ("SHUTDOWN_GRACE_SECONDS", "soon"),
         ("FAULT_ERROR_PERCENT", "150"),
         ("CATALOG_PAGE_TOKEN_KEY", "not-hex"),
+        ("LOG_LEVEL", "LOUD"),
     ],
 )
 def test_malformed_config_stops_the_process_naming_the_variable(

@@ -34,5 +34,5 @@ class CatalogConfig:
             server=ServerConfig.from_env(env, default_addr="0.0.0.0:50051"),
             db_path=env.text("CATALOG_DB_PATH", "catalog.db"),
             page_token_key=key,
-            log_level=env.text("LOG_LEVEL", "INFO").upper(),
+            log_level=env.log_level(),
         )
