@@ -9,6 +9,7 @@ dependency list short.
 
 from __future__ import annotations
 
+import binascii
 import math
 import os
 from collections.abc import Mapping
@@ -92,3 +93,16 @@ class Env:
         if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
         return raw
+
+    def hex_key(self, name: str, min_bytes: int = 16) -> bytes | None:
+        """An optional secret given in hex (an HMAC key, say); None when unset."""
+        raw = self.optional(name)
+        if raw is None:
+            return None
+        try:
+            key = bytes.fromhex(raw)
+        except (ValueError, binascii.Error):
+            raise ConfigError(f"{name} must be hex") from None
+        if len(key) < min_bytes:
+            raise ConfigError(f"{name} must be at least {2 * min_bytes} hex digits")
+        return key

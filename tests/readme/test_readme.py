@@ -25,6 +25,7 @@ SERVICE_ON_PORT = {
     50051: "shop.catalog.v1.CatalogService",
     50053: "shop.inventory.v1.InventoryService",
     50054: "shop.payments.v1.PaymentsService",
+    50055: "shop.notifications.v1.NotificationsService",
 }
 
 

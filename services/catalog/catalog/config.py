@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import binascii
 from dataclasses import dataclass
 
-from mesh.config import ConfigError, Env
+from mesh.config import Env
 from mesh.server import ServerConfig
 
 
@@ -21,18 +20,9 @@ class CatalogConfig:
 
     @classmethod
     def from_env(cls, env: Env) -> CatalogConfig:
-        key_hex = env.optional("CATALOG_PAGE_TOKEN_KEY")
-        key = None
-        if key_hex is not None:
-            try:
-                key = bytes.fromhex(key_hex)
-            except (ValueError, binascii.Error):
-                raise ConfigError("CATALOG_PAGE_TOKEN_KEY must be hex") from None
-            if len(key) < 16:
-                raise ConfigError("CATALOG_PAGE_TOKEN_KEY must be at least 32 hex digits")
         return cls(
             server=ServerConfig.from_env(env, default_addr="0.0.0.0:50051"),
             db_path=env.text("CATALOG_DB_PATH", "catalog.db"),
-            page_token_key=key,
+            page_token_key=env.hex_key("CATALOG_PAGE_TOKEN_KEY"),
             log_level=env.log_level(),
         )

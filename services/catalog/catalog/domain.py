@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from catalog.errors import InvalidArgument, ProductNotFound
-from catalog.paging import PageTokens, page_size
+from mesh.paging import PageTokens, page_size
 
 MAX_ID_LENGTH = 128
 MAX_QUERY_LENGTH = 256

@@ -25,6 +25,7 @@ class ProductNotFound(CatalogError):
 
 
 STATUSES: StatusTable = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    # Ours, and those of mesh.paging (page_size, page_token).
+    InvalidField: grpc.StatusCode.INVALID_ARGUMENT,
     ProductNotFound: grpc.StatusCode.NOT_FOUND,
 }

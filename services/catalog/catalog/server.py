@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from catalog.config import CatalogConfig
 from catalog.domain import Catalog
-from catalog.paging import PageTokens
 from catalog.servicer import CatalogServicer
 from catalog.store import SqliteProductStore
 from mesh.interceptors import ServerInterceptor
+from mesh.paging import PageTokens
 from mesh.server import MeshServer, build_server
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 

@@ -15,8 +15,9 @@ from catalog.domain import (
     Product,
     search_terms,
 )
-from catalog.errors import InvalidArgument, ProductNotFound
-from catalog.paging import DEFAULT_PAGE_SIZE, PageTokens
+from catalog.errors import ProductNotFound
+from mesh.paging import DEFAULT_PAGE_SIZE, PageTokens
+from mesh.status import InvalidField
 
 
 def _product(pid: str, name: str = "", description: str = "", category: str = "misc") -> Product:
@@ -90,7 +91,7 @@ async def test_get_product_returns_it() -> None:
 
 @pytest.mark.parametrize("product_id", ["", "x" * (MAX_ID_LENGTH + 1)])
 async def test_get_product_with_an_invalid_id(product_id: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await _catalog([]).get_product(product_id)
     assert caught.value.field == "id"
 
@@ -124,13 +125,13 @@ async def test_listing_with_page_size_zero_uses_the_default() -> None:
 
 @pytest.mark.parametrize("size", [-1, 101])
 async def test_listing_with_an_invalid_page_size(size: int) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await _catalog([]).list_products(size, "")
     assert caught.value.field == "page_size"
 
 
 async def test_listing_with_a_malformed_token() -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await _catalog([]).list_products(10, "not-a-token")
     assert caught.value.field == "page_token"
 
@@ -160,7 +161,7 @@ async def test_search_token_follows_the_normalised_query() -> None:
     # The same words in another spelling are the same request.
     second = await catalog.search_products("ESPRESSO!", 2, first.next_page_token)
     assert len(second.products) == 2
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await catalog.search_products("tea", 2, first.next_page_token)
     assert caught.value.field == "page_token"
 
@@ -169,19 +170,19 @@ async def test_list_and_search_tokens_are_not_interchangeable() -> None:
     catalog = _catalog(_coffee_and_tea())
     listed = await catalog.list_products(2, "")
     searched = await catalog.search_products("espresso", 2, "")
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await catalog.search_products("espresso", 2, listed.next_page_token)
     assert caught.value.field == "page_token"
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await catalog.list_products(2, searched.next_page_token)
     assert caught.value.field == "page_token"
 
 
 async def test_search_validates_query_before_page_size() -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await _catalog([]).search_products("", -1, "")
     assert caught.value.field == "query"
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         await _catalog([]).search_products("tea", -1, "")
     assert caught.value.field == "page_size"
 
@@ -216,7 +217,7 @@ def test_search_terms_are_normalised(query: str, terms: list[str]) -> None:
     ],
 )
 def test_invalid_search_queries(query: str) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         search_terms(query)
     assert caught.value.field == "query"
 

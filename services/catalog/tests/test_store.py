@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from catalog.domain import Catalog, Product
-from catalog.paging import PageTokens
 from catalog.seed import load_seed_products
 from catalog.store import SqliteProductStore
+from mesh.paging import PageTokens
 
 EVERYTHING = 10_000
 

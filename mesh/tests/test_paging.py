@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.errors import InvalidArgument
-from catalog.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageTokens, page_size
+from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageTokens, page_size
+from mesh.status import InvalidField
 
 KEY = b"k" * 32
 
@@ -27,7 +27,7 @@ def test_page_size_defaults_and_accepts_up_to_the_maximum(requested: int, expect
 
 @pytest.mark.parametrize("requested", [-1, -100, MAX_PAGE_SIZE + 1, 2**31 - 1])
 def test_page_size_out_of_range_is_invalid(requested: int) -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         page_size(requested)
     assert caught.value.field == "page_size"
     assert str(caught.value).startswith("page_size: ")
@@ -55,7 +55,7 @@ def test_a_token_is_opaque_text_safe_in_a_url() -> None:
 
 
 def _assert_bad_token(tokens: PageTokens, token: str, scope: str = "") -> None:
-    with pytest.raises(InvalidArgument) as caught:
+    with pytest.raises(InvalidField) as caught:
         tokens.offset(token, scope=scope)
     assert caught.value.field == "page_token"
 

@@ -1,11 +1,13 @@
 """Page sizes and opaque, tamper-proof page tokens.
 
 A token carries the offset of the next page and a digest of the request it
-belongs to (the search query, say), signed with HMAC-SHA256. Clients cannot
-forge an offset or reuse a token with another query: both fail the check and
-come back as INVALID_ARGUMENT on `page_token` (AIP-158). Offsets are enough
-because the catalog is read-only while the service runs, so a page never
-shifts under a client.
+belongs to (the search query, the customer), signed with HMAC-SHA256. Clients
+cannot forge an offset or reuse a token with another request: both fail the
+check and come back as INVALID_ARGUMENT on `page_token` (AIP-158), through
+`InvalidField`, which every service's status table maps. Offsets are enough
+for the catalog, read-only while it runs; for a list that grows at its head
+(notifications, newest first) an item created while a client pages moves the
+later ones down by one, so the client may see an item twice, never miss one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hmac
 import json
 import secrets
 
-from catalog.errors import InvalidArgument
+from mesh.status import InvalidField
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -27,9 +29,9 @@ _SIGNATURE_BYTES = 16
 def page_size(requested: int) -> int:
     """The number of items to return for a requested `page_size`."""
     if requested < 0:
-        raise InvalidArgument("page_size", f"must not be negative, got {requested}")
+        raise InvalidField("page_size", f"must not be negative, got {requested}")
     if requested > MAX_PAGE_SIZE:
-        raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}, got {requested}")
+        raise InvalidField("page_size", f"must be at most {MAX_PAGE_SIZE}, got {requested}")
     return requested or DEFAULT_PAGE_SIZE
 
 
@@ -67,13 +69,13 @@ class PageTokens:
             payload = _b64decode(payload_part)
             signature = _b64decode(signature_part)
         except (ValueError, binascii.Error):
-            raise InvalidArgument("page_token", "is malformed") from None
+            raise InvalidField("page_token", "is malformed") from None
         if not hmac.compare_digest(signature, self._sign(payload)):
-            raise InvalidArgument("page_token", "is not a token this service issued")
+            raise InvalidField("page_token", "is not a token this service issued")
         fields = json.loads(payload)
         if fields.get("s") != self._scope_digest(scope):
-            raise InvalidArgument("page_token", "was issued for a different request")
+            raise InvalidField("page_token", "was issued for a different request")
         offset = fields.get("o")
         if not isinstance(offset, int) or offset < 0:
-            raise InvalidArgument("page_token", "is malformed")
+            raise InvalidField("page_token", "is malformed")
         return offset
