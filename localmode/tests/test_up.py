@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from localmode.__main__ import up
-from localmode.processes import Stack, free_port
+from localmode.processes import Stack, free_port, port_in_use
 from localmode.topology import Topology
 
 
@@ -47,6 +48,22 @@ def kill_into_zombie(pid: int) -> None:
         time.sleep(0.02)
 
 
+def wait_for_free_port(port: int) -> None:
+    """Test ports come from the ephemeral range, where another connection of
+    this busy process (a reconnecting channel of an earlier test, say) may
+    hold one for a moment after its server died; the compose ports that
+    `make up` uses lie below that range."""
+    deadline = time.monotonic() + 30
+    while port_in_use(port):
+        if time.monotonic() > deadline:
+            holders = subprocess.run(
+                ["ss", "-tanp", f"( sport = :{port} or dport = :{port} )"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            pytest.fail(f"port {port} stayed in use:\n{holders.stdout}")
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(tmp_path)
@@ -75,6 +92,7 @@ def test_up_starts_only_the_missing_services(
     assert first is not None
     assert second is not None
     kill_into_zombie(second)
+    wait_for_free_port(topology.compose_ports["second"][0])
     capsys.readouterr()
 
     later = Stack(stack.run_dir)  # as a second `make up` sees the run
