@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,15 +98,23 @@ async def start(mesh: MeshServer) -> None:
         await mesh.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-async def shut_down(mesh: MeshServer, config: ServerConfig) -> None:
+async def shut_down(
+    mesh: MeshServer, config: ServerConfig, on_shutdown: Callable[[], None] | None = None
+) -> None:
+    """`on_shutdown` runs once health is NOT_SERVING, before the drain: a service
+    ends there what would otherwise hold the grace period (open streams)."""
     await mesh.health.enter_graceful_shutdown()
+    if on_shutdown is not None:
+        on_shutdown()
     if config.drain_s:
         await asyncio.sleep(config.drain_s)
     await mesh.server.stop(config.grace_s)
 
 
-async def serve(mesh: MeshServer, config: ServerConfig) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+async def serve(
+    mesh: MeshServer, config: ServerConfig, on_shutdown: Callable[[], None] | None = None
+) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully (see `shut_down`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -115,5 +123,5 @@ async def serve(mesh: MeshServer, config: ServerConfig) -> None:
     log.info("serving on port %d", mesh.port)
     await stop.wait()
     log.info("shutting down: drain %.1fs, grace %.1fs", config.drain_s, config.grace_s)
-    await shut_down(mesh, config)
+    await shut_down(mesh, config, on_shutdown)
     log.info("stopped")

@@ -9,9 +9,6 @@ before the database closes, so no message is acked for a write that failed.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +16,8 @@ from opentelemetry import trace
 
 from mesh.interceptors import ServerInterceptor
 from mesh.paging import PageTokens
-from mesh.server import MeshServer, ServerConfig, build_server, start
+from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
+from mesh.server import serve as mesh_serve
 from notifications.broadcast import Broadcaster
 from notifications.config import NotificationsConfig
 from notifications.consumer import OrderEventsConsumer
@@ -27,8 +25,6 @@ from notifications.domain import Notifications
 from notifications.servicer import NotificationsServicer
 from notifications.store import SqliteNotificationStore
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
-
-log = logging.getLogger(__name__)
 
 SERVICE_FULL_NAME = notifications_pb2.DESCRIPTOR.services_by_name["NotificationsService"].full_name
 
@@ -46,11 +42,11 @@ class NotificationsServer:
         self.consumer.start()
 
     async def stop(self, config: ServerConfig) -> None:
-        await self.mesh.health.enter_graceful_shutdown()
-        self.notifications.broadcaster.close()
-        if config.drain_s:
-            await asyncio.sleep(config.drain_s)
-        await self.mesh.server.stop(config.grace_s)
+        await shut_down(self.mesh, config, on_shutdown=self.notifications.broadcaster.close)
+        await self.close()
+
+    async def close(self) -> None:
+        """Lets go of NATS, then of the database: no ack for a write that failed."""
         await self.consumer.stop()
         await self.store.close()
 
@@ -76,14 +72,9 @@ async def create_server(
 
 
 async def serve(server: NotificationsServer, config: ServerConfig) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    log.info("serving on port %d", server.mesh.port)
-    await stop.wait()
-    log.info("shutting down: drain %.1fs, grace %.1fs", config.drain_s, config.grace_s)
-    await server.stop(config)
-    log.info("stopped")
+    """Serves until SIGTERM or SIGINT, then shuts down in the order above."""
+    server.consumer.start()  # in the background: NATS may be down
+    try:
+        await mesh_serve(server.mesh, config, on_shutdown=server.notifications.broadcaster.close)
+    finally:
+        await server.close()
