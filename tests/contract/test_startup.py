@@ -1,8 +1,9 @@
-"""How the Go and Node services fail at start: the catalog's rules, in their languages.
+"""How every service fails at start, whatever its language: the same rules.
 
 A malformed variable ends the process with status 2 and one line naming it;
 a port that cannot be bound with status 1 naming the address; never a stack
-trace (Go's `panic:`/`goroutine`, Node's `    at ` frames).
+trace (Python's `Traceback`, Go's `panic:`/`goroutine`, Node's `    at `
+frames).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def start(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.parametrize("name", ["inventory", "payments"])
+SERVICES = ["catalog", "inventory", "payments", "notifications"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -53,13 +57,31 @@ def start(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
 def test_malformed_config_stops_the_process_naming_the_variable(
     tmp_path: Path, name: str, variable: str, value: str
 ) -> None:
+    assert_stops_naming(tmp_path, name, variable, value)
+
+
+def assert_stops_naming(tmp_path: Path, name: str, variable: str, value: str) -> None:
     result = start(name, tmp_path, **{variable: value})
     assert result.returncode == 2, result.stderr
     assert variable in result.stderr
     assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
 
 
-@pytest.mark.parametrize("name", ["inventory", "payments"])
+@pytest.mark.parametrize(
+    ("name", "variable", "value"),
+    [
+        ("catalog", "CATALOG_PAGE_TOKEN_KEY", "not-hex"),
+        ("notifications", "NOTIFICATIONS_PAGE_TOKEN_KEY", "abcd"),  # too short
+        ("notifications", "NATS_URL", "http://nats:4222"),
+    ],
+)
+def test_a_malformed_service_variable_is_named(
+    tmp_path: Path, name: str, variable: str, value: str
+) -> None:
+    assert_stops_naming(tmp_path, name, variable, value)
+
+
+@pytest.mark.parametrize("name", SERVICES)
 def test_a_taken_port_stops_the_process(tmp_path: Path, name: str) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
