@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from localmode.processes import Stack
+from localmode.topology import LocalService
 
 NO_TRACING = {"OTEL_SDK_DISABLED": "true"}
 
@@ -47,12 +50,24 @@ async def assert_serving(target: str, service: str) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
+# Every call waits 1.5 s in the server, and SIGTERM leaves 1 s of NOT_SERVING.
+DRAINING = {**NO_TRACING, "FAULT_DELAY_MS": "1500", "SHUTDOWN_DRAIN_SECONDS": "1"}
+
+
 async def assert_sigterm_drains(
-    target: str, pid: int, slow_call: Callable[[grpc.aio.Channel], Awaitable[Any]]
+    start_stack: Callable[..., dict[str, LocalService]],
+    name: str,
+    slow_call: Callable[[grpc.aio.Channel], Awaitable[Any]],
+    env: Mapping[str, str] | None = None,
 ) -> Any:
-    """Sends SIGTERM while `slow_call` is in flight (the server delays it by a
-    fault delay longer than 0.3 s); health must turn NOT_SERVING and the call
+    """Starts service `name` with DRAINING (plus `env`) and sends it SIGTERM
+    while `slow_call` is in flight; health must turn NOT_SERVING and the call
     must still complete. Returns the call's reply."""
+    service = start_stack([name], env={name: {**DRAINING, **(env or {})}})[name]
+    target = service.grpc_target
+    assert target is not None
+    pid = Stack(service.run_dir).pid(name)
+    assert pid is not None
     async with grpc.aio.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         in_flight = asyncio.ensure_future(slow_call(channel))

@@ -8,7 +8,6 @@ from typing import Any
 import grpc
 import pytest
 
-from localmode.processes import Stack
 from localmode.topology import LocalService
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tests.contract.grpc_checks import (
@@ -159,15 +158,9 @@ async def test_reports_serving(catalog: LocalService) -> None:
 async def test_sigterm_drains_and_finishes_in_flight_calls(
     start_stack: Callable[..., dict[str, LocalService]],
 ) -> None:
-    env = {**NO_TRACING, "FAULT_DELAY_MS": "1500", "SHUTDOWN_DRAIN_SECONDS": "1"}
-    service = start_stack(["catalog"], env={"catalog": env})["catalog"]
-    assert service.grpc_target is not None
-    pid = Stack(service.run_dir).pid("catalog")
-    assert pid is not None
-
     async def slow_call(channel: grpc.aio.Channel) -> catalog_pb2.GetProductResponse:
         stub = catalog_pb2_grpc.CatalogServiceStub(channel)
         return await stub.GetProduct(catalog_pb2.GetProductRequest(id="prod-chemex"), timeout=10)
 
-    reply = await assert_sigterm_drains(service.grpc_target, pid, slow_call)
+    reply = await assert_sigterm_drains(start_stack, "catalog", slow_call)
     assert reply.product.id == "prod-chemex"

@@ -227,17 +227,11 @@ async def test_reports_serving(inventory: LocalService) -> None:
 
 
 async def test_sigterm_drains_and_finishes_in_flight_calls(start_stack: StartStack) -> None:
-    env = {**NO_TRACING, "FAULT_DELAY_MS": "1500", "SHUTDOWN_DRAIN_SECONDS": "1"}
-    service = start_stack(["inventory"], env={"inventory": env})["inventory"]
-    assert service.grpc_target is not None
-    pid = Stack(service.run_dir).pid("inventory")
-    assert pid is not None
-
     async def slow_call(channel: grpc.aio.Channel) -> pb.GetStockResponse:
         stub = inventory_pb2_grpc.InventoryServiceStub(channel)
         return await stub.GetStock(pb.GetStockRequest(product_ids=[TEN_UNITS]), timeout=10)
 
-    reply = await assert_sigterm_drains(service.grpc_target, pid, slow_call)
+    reply = await assert_sigterm_drains(start_stack, "inventory", slow_call)
     assert reply.stock_levels[0].available == 10
 
 

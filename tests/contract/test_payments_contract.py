@@ -288,22 +288,13 @@ async def test_reports_serving(payments: LocalService) -> None:
 async def test_sigterm_drains_and_finishes_in_flight_calls(
     start_stack: StartStack, tmp_path: Path
 ) -> None:
-    env = {
-        **NO_TRACING,
-        "FAULT_DELAY_MS": "1500",
-        "SHUTDOWN_DRAIN_SECONDS": "1",
-        "PAYMENTS_DB_PATH": str(tmp_path / "drain.db"),
-    }
-    service = start_stack(["payments"], env={"payments": env})["payments"]
-    assert service.grpc_target is not None
-    pid = Stack(service.run_dir).pid("payments")
-    assert pid is not None
-
     async def slow_call(channel: grpc.aio.Channel) -> pb.ChargeResponse:
         stub = payments_pb2_grpc.PaymentsServiceStub(channel)
         return await stub.Charge(charge_request("key-drain"), timeout=10)
 
-    reply = await assert_sigterm_drains(service.grpc_target, pid, slow_call)
+    reply = await assert_sigterm_drains(
+        start_stack, "payments", slow_call, env={"PAYMENTS_DB_PATH": str(tmp_path / "drain.db")}
+    )
     assert reply.payment.status == CHARGED
 
 
