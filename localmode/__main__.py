@@ -1,8 +1,9 @@
 """`python -m localmode up|down|status`: the mesh as local processes.
 
 `up` starts every compose.yaml service that has an `x-local` entry and is not
-already running, on its compose ports, and returns when each one is ready; `down` stops what `up`
-started, by PID. State lives in .run/ (logs in .run/logs/).
+already running, on its compose ports, and returns when each one is ready;
+`down` stops what `up` started, by PID. State lives in .run/ (logs in
+.run/logs/).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ import argparse
 import sys
 
 from localmode.processes import Stack, StartError, port_in_use, start_all
-from localmode.topology import REPO_ROOT, PortMap, Topology
+from localmode.topology import REPO_ROOT, Topology
 
 RUN_DIR = REPO_ROOT / ".run"
 
 
-def up(stack: Stack, topology: Topology, ports: PortMap | None = None) -> int:
+def up(stack: Stack, topology: Topology) -> int:
     """Starts every service that is not running; the running ones stay as they are.
 
     So `make up` after a crash (or a `kill`) brings back only what died.
     """
-    ports = topology.default_ports() if ports is None else ports
+    ports = topology.default_ports()
     missing = [name for name in topology.names if not stack.alive(name)]
     running = [name for name in topology.names if name not in missing]
     if running:

@@ -38,9 +38,15 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 
 def _start_ticks(pid: int) -> str | None:
-    """The process start time in clock ticks since boot (field 22), or None if gone."""
+    """The start time in clock ticks since boot (field 22) of a running process.
+
+    None if it is gone or a zombie: PID 1 on these machines does not reap
+    orphans, so a killed service can linger in state Z with its PID and start
+    time intact, although it serves nothing. One read of /proc, so a process
+    that exits meanwhile cannot make a second read fail.
+    """
     fields = _proc_stat(pid)
-    return None if fields is None else fields[19]
+    return None if fields is None or fields[0] == "Z" else fields[19]
 
 
 def port_in_use(port: int) -> bool:
@@ -139,23 +145,12 @@ class Stack:
         return int(json.loads(self.pid_file(name).read_text())["pid"])
 
     def alive(self, name: str) -> bool:
-        """Whether the recorded process still runs.
-
-        A zombie counts as dead: PID 1 on these machines does not reap
-        orphans, so a killed service can linger in state Z with its PID and
-        start time intact, although it serves nothing.
-        """
+        """Whether the recorded process still runs (a zombie does not)."""
         try:
             record = json.loads(self.pid_file(name).read_text())
         except (OSError, ValueError):
             return False
-        fields = _proc_stat(int(record["pid"]))  # one read: no race with an exit
-        return (
-            fields is not None
-            and fields[0] != "Z"
-            and record.get("start") is not None
-            and fields[19] == record["start"]
-        )
+        return record.get("start") is not None and _start_ticks(record["pid"]) == record["start"]
 
     def stop(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
         """Stops the named (default: all recorded) processes, last started first.
@@ -164,7 +159,8 @@ class Stack:
         """
         stopped = []
         if names is None:  # what is recorded, and children of ours whose record is gone
-            names = [*self.recorded(), *(n for n in self._procs if n not in self.recorded())]
+            recorded = self.recorded()
+            names = [*recorded, *(n for n in self._procs if n not in recorded)]
         for name in reversed(list(names)):
             pid = self.pid(name)
             if pid is not None:
@@ -206,10 +202,7 @@ class Stack:
         proc = self._procs.get(name)
         if proc is not None and proc.pid == pid:
             return proc.poll() is None  # we are the parent: reap it
-        # One read of /proc: a process that exits between two reads would
-        # make the second one fail.
-        fields = _proc_stat(pid)
-        return fields is not None and fields[0] != "Z"
+        return _start_ticks(pid) is not None
 
 
 def start_all(stack: Stack, services: Sequence[LocalService], timeout_s: float = 60.0) -> None:
