@@ -585,6 +585,99 @@ func (x *GetPaymentResponse) GetPayment() *Payment {
 	return nil
 }
 
+// Request of ResolveCharge.
+type ResolveChargeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `idempotency_key` of the Charge to settle. Required.
+	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ResolveChargeRequest) Reset() {
+	*x = ResolveChargeRequest{}
+	mi := &file_shop_payments_v1_payments_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveChargeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveChargeRequest) ProtoMessage() {}
+
+func (x *ResolveChargeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_payments_v1_payments_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveChargeRequest.ProtoReflect.Descriptor instead.
+func (*ResolveChargeRequest) Descriptor() ([]byte, []int) {
+	return file_shop_payments_v1_payments_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResolveChargeRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// Response of ResolveCharge.
+type ResolveChargeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The payment the Charge made (CHARGED, DECLINED or since REFUNDED);
+	// unset if no Charge with this key was made, and then none ever will be.
+	Payment       *Payment `protobuf:"bytes,1,opt,name=payment,proto3" json:"payment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveChargeResponse) Reset() {
+	*x = ResolveChargeResponse{}
+	mi := &file_shop_payments_v1_payments_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveChargeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveChargeResponse) ProtoMessage() {}
+
+func (x *ResolveChargeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shop_payments_v1_payments_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveChargeResponse.ProtoReflect.Descriptor instead.
+func (*ResolveChargeResponse) Descriptor() ([]byte, []int) {
+	return file_shop_payments_v1_payments_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResolveChargeResponse) GetPayment() *Payment {
+	if x != nil {
+		return x.Payment
+	}
+	return nil
+}
+
 var File_shop_payments_v1_payments_proto protoreflect.FileDescriptor
 
 const file_shop_payments_v1_payments_proto_rawDesc = "" +
@@ -625,17 +718,22 @@ const file_shop_payments_v1_payments_proto_rawDesc = "" +
 	"\x11GetPaymentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
 	"\x12GetPaymentResponse\x123\n" +
+	"\apayment\x18\x01 \x01(\v2\x19.shop.payments.v1.PaymentR\apayment\"?\n" +
+	"\x14ResolveChargeRequest\x12'\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\"L\n" +
+	"\x15ResolveChargeResponse\x123\n" +
 	"\apayment\x18\x01 \x01(\v2\x19.shop.payments.v1.PaymentR\apayment*\x85\x01\n" +
 	"\rPaymentStatus\x12\x1e\n" +
 	"\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PAYMENT_STATUS_CHARGED\x10\x01\x12\x1b\n" +
 	"\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n" +
-	"\x17PAYMENT_STATUS_REFUNDED\x10\x032\x84\x02\n" +
+	"\x17PAYMENT_STATUS_REFUNDED\x10\x032\xe6\x02\n" +
 	"\x0fPaymentsService\x12K\n" +
 	"\x06Charge\x12\x1f.shop.payments.v1.ChargeRequest\x1a .shop.payments.v1.ChargeResponse\x12K\n" +
 	"\x06Refund\x12\x1f.shop.payments.v1.RefundRequest\x1a .shop.payments.v1.RefundResponse\x12W\n" +
 	"\n" +
-	"GetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponseBAZ?github.com/shopmesh/shopmesh/gen/go/shop/payments/v1;paymentsv1b\x06proto3"
+	"GetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponse\x12`\n" +
+	"\rResolveCharge\x12&.shop.payments.v1.ResolveChargeRequest\x1a'.shop.payments.v1.ResolveChargeResponseBAZ?github.com/shopmesh/shopmesh/gen/go/shop/payments/v1;paymentsv1b\x06proto3"
 
 var (
 	file_shop_payments_v1_payments_proto_rawDescOnce sync.Once
@@ -650,7 +748,7 @@ func file_shop_payments_v1_payments_proto_rawDescGZIP() []byte {
 }
 
 var file_shop_payments_v1_payments_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shop_payments_v1_payments_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_shop_payments_v1_payments_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_shop_payments_v1_payments_proto_goTypes = []any{
 	(PaymentStatus)(0),            // 0: shop.payments.v1.PaymentStatus
 	(*Card)(nil),                  // 1: shop.payments.v1.Card
@@ -661,29 +759,34 @@ var file_shop_payments_v1_payments_proto_goTypes = []any{
 	(*RefundResponse)(nil),        // 6: shop.payments.v1.RefundResponse
 	(*GetPaymentRequest)(nil),     // 7: shop.payments.v1.GetPaymentRequest
 	(*GetPaymentResponse)(nil),    // 8: shop.payments.v1.GetPaymentResponse
-	(*v1.Money)(nil),              // 9: shop.common.v1.Money
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*ResolveChargeRequest)(nil),  // 9: shop.payments.v1.ResolveChargeRequest
+	(*ResolveChargeResponse)(nil), // 10: shop.payments.v1.ResolveChargeResponse
+	(*v1.Money)(nil),              // 11: shop.common.v1.Money
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_shop_payments_v1_payments_proto_depIdxs = []int32{
-	9,  // 0: shop.payments.v1.Payment.amount:type_name -> shop.common.v1.Money
+	11, // 0: shop.payments.v1.Payment.amount:type_name -> shop.common.v1.Money
 	0,  // 1: shop.payments.v1.Payment.status:type_name -> shop.payments.v1.PaymentStatus
-	10, // 2: shop.payments.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 3: shop.payments.v1.ChargeRequest.amount:type_name -> shop.common.v1.Money
+	12, // 2: shop.payments.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	11, // 3: shop.payments.v1.ChargeRequest.amount:type_name -> shop.common.v1.Money
 	1,  // 4: shop.payments.v1.ChargeRequest.card:type_name -> shop.payments.v1.Card
 	2,  // 5: shop.payments.v1.ChargeResponse.payment:type_name -> shop.payments.v1.Payment
 	2,  // 6: shop.payments.v1.RefundResponse.payment:type_name -> shop.payments.v1.Payment
 	2,  // 7: shop.payments.v1.GetPaymentResponse.payment:type_name -> shop.payments.v1.Payment
-	3,  // 8: shop.payments.v1.PaymentsService.Charge:input_type -> shop.payments.v1.ChargeRequest
-	5,  // 9: shop.payments.v1.PaymentsService.Refund:input_type -> shop.payments.v1.RefundRequest
-	7,  // 10: shop.payments.v1.PaymentsService.GetPayment:input_type -> shop.payments.v1.GetPaymentRequest
-	4,  // 11: shop.payments.v1.PaymentsService.Charge:output_type -> shop.payments.v1.ChargeResponse
-	6,  // 12: shop.payments.v1.PaymentsService.Refund:output_type -> shop.payments.v1.RefundResponse
-	8,  // 13: shop.payments.v1.PaymentsService.GetPayment:output_type -> shop.payments.v1.GetPaymentResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 8: shop.payments.v1.ResolveChargeResponse.payment:type_name -> shop.payments.v1.Payment
+	3,  // 9: shop.payments.v1.PaymentsService.Charge:input_type -> shop.payments.v1.ChargeRequest
+	5,  // 10: shop.payments.v1.PaymentsService.Refund:input_type -> shop.payments.v1.RefundRequest
+	7,  // 11: shop.payments.v1.PaymentsService.GetPayment:input_type -> shop.payments.v1.GetPaymentRequest
+	9,  // 12: shop.payments.v1.PaymentsService.ResolveCharge:input_type -> shop.payments.v1.ResolveChargeRequest
+	4,  // 13: shop.payments.v1.PaymentsService.Charge:output_type -> shop.payments.v1.ChargeResponse
+	6,  // 14: shop.payments.v1.PaymentsService.Refund:output_type -> shop.payments.v1.RefundResponse
+	8,  // 15: shop.payments.v1.PaymentsService.GetPayment:output_type -> shop.payments.v1.GetPaymentResponse
+	10, // 16: shop.payments.v1.PaymentsService.ResolveCharge:output_type -> shop.payments.v1.ResolveChargeResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_shop_payments_v1_payments_proto_init() }
@@ -697,7 +800,7 @@ func file_shop_payments_v1_payments_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shop_payments_v1_payments_proto_rawDesc), len(file_shop_payments_v1_payments_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

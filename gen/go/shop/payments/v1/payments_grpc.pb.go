@@ -21,9 +21,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PaymentsService_Charge_FullMethodName     = "/shop.payments.v1.PaymentsService/Charge"
-	PaymentsService_Refund_FullMethodName     = "/shop.payments.v1.PaymentsService/Refund"
-	PaymentsService_GetPayment_FullMethodName = "/shop.payments.v1.PaymentsService/GetPayment"
+	PaymentsService_Charge_FullMethodName        = "/shop.payments.v1.PaymentsService/Charge"
+	PaymentsService_Refund_FullMethodName        = "/shop.payments.v1.PaymentsService/Refund"
+	PaymentsService_GetPayment_FullMethodName    = "/shop.payments.v1.PaymentsService/GetPayment"
+	PaymentsService_ResolveCharge_FullMethodName = "/shop.payments.v1.PaymentsService/ResolveCharge"
 )
 
 // PaymentsServiceClient is the client API for PaymentsService service.
@@ -53,6 +54,15 @@ type PaymentsServiceClient interface {
 	// Gets one payment.
 	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
 	GetPayment(ctx context.Context, in *GetPaymentRequest, opts ...grpc.CallOption) (*GetPaymentResponse, error)
+	// Settles a Charge whose outcome the caller lost: the call timed out, or
+	// the caller restarted before it saw the response and no longer has the
+	// card to retry with. Returns the payment that the Charge with
+	// `idempotency_key` made, if one was made; if none was, retires the key,
+	// so that a late or repeated Charge with it moves no money and is refused
+	// with FAILED_PRECONDITION. Calling it again returns the same answer.
+	// Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+	// FAILED_PRECONDITION if the key was used by a Refund.
+	ResolveCharge(ctx context.Context, in *ResolveChargeRequest, opts ...grpc.CallOption) (*ResolveChargeResponse, error)
 }
 
 type paymentsServiceClient struct {
@@ -93,6 +103,16 @@ func (c *paymentsServiceClient) GetPayment(ctx context.Context, in *GetPaymentRe
 	return out, nil
 }
 
+func (c *paymentsServiceClient) ResolveCharge(ctx context.Context, in *ResolveChargeRequest, opts ...grpc.CallOption) (*ResolveChargeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveChargeResponse)
+	err := c.cc.Invoke(ctx, PaymentsService_ResolveCharge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentsServiceServer is the server API for PaymentsService service.
 // All implementations must embed UnimplementedPaymentsServiceServer
 // for forward compatibility.
@@ -120,6 +140,15 @@ type PaymentsServiceServer interface {
 	// Gets one payment.
 	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
 	GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error)
+	// Settles a Charge whose outcome the caller lost: the call timed out, or
+	// the caller restarted before it saw the response and no longer has the
+	// card to retry with. Returns the payment that the Charge with
+	// `idempotency_key` made, if one was made; if none was, retires the key,
+	// so that a late or repeated Charge with it moves no money and is refused
+	// with FAILED_PRECONDITION. Calling it again returns the same answer.
+	// Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+	// FAILED_PRECONDITION if the key was used by a Refund.
+	ResolveCharge(context.Context, *ResolveChargeRequest) (*ResolveChargeResponse, error)
 	mustEmbedUnimplementedPaymentsServiceServer()
 }
 
@@ -138,6 +167,9 @@ func (UnimplementedPaymentsServiceServer) Refund(context.Context, *RefundRequest
 }
 func (UnimplementedPaymentsServiceServer) GetPayment(context.Context, *GetPaymentRequest) (*GetPaymentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPayment not implemented")
+}
+func (UnimplementedPaymentsServiceServer) ResolveCharge(context.Context, *ResolveChargeRequest) (*ResolveChargeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResolveCharge not implemented")
 }
 func (UnimplementedPaymentsServiceServer) mustEmbedUnimplementedPaymentsServiceServer() {}
 func (UnimplementedPaymentsServiceServer) testEmbeddedByValue()                         {}
@@ -214,6 +246,24 @@ func _PaymentsService_GetPayment_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentsService_ResolveCharge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveChargeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentsServiceServer).ResolveCharge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentsService_ResolveCharge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentsServiceServer).ResolveCharge(ctx, req.(*ResolveChargeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PaymentsService_ServiceDesc is the grpc.ServiceDesc for PaymentsService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -232,6 +282,10 @@ var PaymentsService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPayment",
 			Handler:    _PaymentsService_GetPayment_Handler,
+		},
+		{
+			MethodName: "ResolveCharge",
+			Handler:    _PaymentsService_ResolveCharge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from shop.common.v1 import common_pb2 as shop_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/payments/v1/payments.proto\x12\x10shop.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bshop/common/v1/common.proto\"c\n\x04\x43\x61rd\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpiry_month\x18\x02 \x01(\x05\x12\x13\n\x0b\x65xpiry_year\x18\x03 \x01(\x05\x12\x0b\n\x03\x63vc\x18\x04 \x01(\t\x12\x13\n\x0bholder_name\x18\x05 \x01(\t\"\xdc\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.payments.v1.PaymentStatus\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12\x12\n\ncard_last4\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rChargeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12$\n\x04\x63\x61rd\x18\x04 \x01(\x0b\x32\x16.shop.payments.v1.Card\"<\n\x0e\x43hargeResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"L\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\x0eRefundResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"\x1f\n\x11GetPaymentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"@\n\x12GetPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment*\x85\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_CHARGED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x03\x32\x84\x02\n\x0fPaymentsService\x12K\n\x06\x43harge\x12\x1f.shop.payments.v1.ChargeRequest\x1a .shop.payments.v1.ChargeResponse\x12K\n\x06Refund\x12\x1f.shop.payments.v1.RefundRequest\x1a .shop.payments.v1.RefundResponse\x12W\n\nGetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponseBAZ?github.com/shopmesh/shopmesh/gen/go/shop/payments/v1;paymentsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/payments/v1/payments.proto\x12\x10shop.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bshop/common/v1/common.proto\"c\n\x04\x43\x61rd\x12\x0e\n\x06number\x18\x01 \x01(\t\x12\x14\n\x0c\x65xpiry_month\x18\x02 \x01(\x05\x12\x13\n\x0b\x65xpiry_year\x18\x03 \x01(\x05\x12\x0b\n\x03\x63vc\x18\x04 \x01(\t\x12\x13\n\x0bholder_name\x18\x05 \x01(\t\"\xdc\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.payments.v1.PaymentStatus\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12\x12\n\ncard_last4\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\rChargeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12$\n\x04\x63\x61rd\x18\x04 \x01(\x0b\x32\x16.shop.payments.v1.Card\"<\n\x0e\x43hargeResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"L\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"<\n\x0eRefundResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"\x1f\n\x11GetPaymentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"@\n\x12GetPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"/\n\x14ResolveChargeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\"C\n\x15ResolveChargeResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment*\x85\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_CHARGED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x03\x32\xe6\x02\n\x0fPaymentsService\x12K\n\x06\x43harge\x12\x1f.shop.payments.v1.ChargeRequest\x1a .shop.payments.v1.ChargeResponse\x12K\n\x06Refund\x12\x1f.shop.payments.v1.RefundRequest\x1a .shop.payments.v1.RefundResponse\x12W\n\nGetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponse\x12`\n\rResolveCharge\x12&.shop.payments.v1.ResolveChargeRequest\x1a\'.shop.payments.v1.ResolveChargeResponseBAZ?github.com/shopmesh/shopmesh/gen/go/shop/payments/v1;paymentsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.payments.v1.payments_p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z?github.com/shopmesh/shopmesh/gen/go/shop/payments/v1;paymentsv1'
-  _globals['_PAYMENTSTATUS']._serialized_start=879
-  _globals['_PAYMENTSTATUS']._serialized_end=1012
+  _globals['_PAYMENTSTATUS']._serialized_start=997
+  _globals['_PAYMENTSTATUS']._serialized_end=1130
   _globals['_CARD']._serialized_start=115
   _globals['_CARD']._serialized_end=214
   _globals['_PAYMENT']._serialized_start=217
@@ -52,6 +52,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPAYMENTREQUEST']._serialized_end=810
   _globals['_GETPAYMENTRESPONSE']._serialized_start=812
   _globals['_GETPAYMENTRESPONSE']._serialized_end=876
-  _globals['_PAYMENTSSERVICE']._serialized_start=1015
-  _globals['_PAYMENTSSERVICE']._serialized_end=1275
+  _globals['_RESOLVECHARGEREQUEST']._serialized_start=878
+  _globals['_RESOLVECHARGEREQUEST']._serialized_end=925
+  _globals['_RESOLVECHARGERESPONSE']._serialized_start=927
+  _globals['_RESOLVECHARGERESPONSE']._serialized_end=994
+  _globals['_PAYMENTSSERVICE']._serialized_start=1133
+  _globals['_PAYMENTSSERVICE']._serialized_end=1491
 # @@protoc_insertion_point(module_scope)

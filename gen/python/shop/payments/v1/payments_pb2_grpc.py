@@ -55,6 +55,11 @@ class PaymentsServiceStub:
                 request_serializer=shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentResponse.FromString,
                 _registered_method=True)
+        self.ResolveCharge = channel.unary_unary(
+                '/shop.payments.v1.PaymentsService/ResolveCharge',
+                request_serializer=shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeRequest.SerializeToString,
+                response_deserializer=shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -97,6 +102,20 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveCharge(self, request, context):
+        """Settles a Charge whose outcome the caller lost: the call timed out, or
+        the caller restarted before it saw the response and no longer has the
+        card to retry with. Returns the payment that the Charge with
+        `idempotency_key` made, if one was made; if none was, retires the key,
+        so that a late or repeated Charge with it moves no money and is refused
+        with FAILED_PRECONDITION. Calling it again returns the same answer.
+        Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+        FAILED_PRECONDITION if the key was used by a Refund.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +133,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.GetPayment,
                     request_deserializer=shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.FromString,
                     response_serializer=shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'ResolveCharge': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveCharge,
+                    request_deserializer=shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeRequest.FromString,
+                    response_serializer=shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -203,6 +227,33 @@ class PaymentsService:
             '/shop.payments.v1.PaymentsService/GetPayment',
             shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
             shop_dot_payments_dot_v1_dot_payments__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveCharge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.payments.v1.PaymentsService/ResolveCharge',
+            shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeRequest.SerializeToString,
+            shop_dot_payments_dot_v1_dot_payments__pb2.ResolveChargeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,16 @@ class PaymentsServiceStub:
     """Gets one payment.
     Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
     """
+    ResolveCharge: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ResolveChargeRequest, _payments_pb2.ResolveChargeResponse]
+    """Settles a Charge whose outcome the caller lost: the call timed out, or
+    the caller restarted before it saw the response and no longer has the
+    card to retry with. Returns the payment that the Charge with
+    `idempotency_key` made, if one was made; if none was, retires the key,
+    so that a late or repeated Charge with it moves no money and is refused
+    with FAILED_PRECONDITION. Calling it again returns the same answer.
+    Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+    FAILED_PRECONDITION if the key was used by a Refund.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -88,6 +98,16 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """Gets one payment.
     Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+    """
+    ResolveCharge: _aio.UnaryUnaryMultiCallable[_payments_pb2.ResolveChargeRequest, _payments_pb2.ResolveChargeResponse]  # type: ignore[assignment]
+    """Settles a Charge whose outcome the caller lost: the call timed out, or
+    the caller restarted before it saw the response and no longer has the
+    card to retry with. Returns the payment that the Charge with
+    `idempotency_key` made, if one was made; if none was, retires the key,
+    so that a late or repeated Charge with it moves no money and is refused
+    with FAILED_PRECONDITION. Calling it again returns the same answer.
+    Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+    FAILED_PRECONDITION if the key was used by a Refund.
     """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +154,22 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payments_pb2.GetPaymentResponse, _abc.Awaitable[_payments_pb2.GetPaymentResponse]]:
         """Gets one payment.
         Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+        """
+
+    @_abc_1.abstractmethod
+    def ResolveCharge(
+        self,
+        request: _payments_pb2.ResolveChargeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ResolveChargeResponse, _abc.Awaitable[_payments_pb2.ResolveChargeResponse]]:
+        """Settles a Charge whose outcome the caller lost: the call timed out, or
+        the caller restarted before it saw the response and no longer has the
+        card to retry with. Returns the payment that the Charge with
+        `idempotency_key` made, if one was made; if none was, retires the key,
+        so that a late or repeated Charge with it moves no money and is refused
+        with FAILED_PRECONDITION. Calling it again returns the same answer.
+        Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+        FAILED_PRECONDITION if the key was used by a Refund.
         """
 
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

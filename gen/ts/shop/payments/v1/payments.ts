@@ -157,6 +157,21 @@ export interface GetPaymentResponse {
   payment: Payment | undefined;
 }
 
+/** Request of ResolveCharge. */
+export interface ResolveChargeRequest {
+  /** The `idempotency_key` of the Charge to settle. Required. */
+  idempotencyKey: string;
+}
+
+/** Response of ResolveCharge. */
+export interface ResolveChargeResponse {
+  /**
+   * The payment the Charge made (CHARGED, DECLINED or since REFUNDED);
+   * unset if no Charge with this key was made, and then none ever will be.
+   */
+  payment: Payment | undefined;
+}
+
 function createBaseCard(): Card {
   return { number: "", expiryMonth: 0, expiryYear: 0, cvc: "", holderName: "" };
 }
@@ -995,6 +1010,148 @@ export const GetPaymentResponse: MessageFns<GetPaymentResponse> = {
   },
 };
 
+function createBaseResolveChargeRequest(): ResolveChargeRequest {
+  return { idempotencyKey: "" };
+}
+
+export const ResolveChargeRequest: MessageFns<ResolveChargeRequest> = {
+  encode(message: ResolveChargeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.idempotencyKey !== "") {
+      writer.uint32(10).string(message.idempotencyKey);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveChargeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveChargeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveChargeRequest {
+    return {
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+    };
+  },
+
+  toJSON(message: ResolveChargeRequest): unknown {
+    const obj: any = {};
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResolveChargeRequest>): ResolveChargeRequest {
+    return ResolveChargeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResolveChargeRequest>): ResolveChargeRequest {
+    const message = createBaseResolveChargeRequest();
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    return message;
+  },
+};
+
+function createBaseResolveChargeResponse(): ResolveChargeResponse {
+  return { payment: undefined };
+}
+
+export const ResolveChargeResponse: MessageFns<ResolveChargeResponse> = {
+  encode(message: ResolveChargeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.payment !== undefined) {
+      Payment.encode(message.payment, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResolveChargeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResolveChargeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.payment = Payment.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResolveChargeResponse {
+    return { payment: isSet(object.payment) ? Payment.fromJSON(object.payment) : undefined };
+  },
+
+  toJSON(message: ResolveChargeResponse): unknown {
+    const obj: any = {};
+    if (message.payment !== undefined) {
+      obj.payment = Payment.toJSON(message.payment);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResolveChargeResponse>): ResolveChargeResponse {
+    return ResolveChargeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResolveChargeResponse>): ResolveChargeResponse {
+    const message = createBaseResolveChargeResponse();
+    message.payment = (object.payment !== undefined && object.payment !== null)
+      ? Payment.fromPartial(object.payment)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * PaymentsService charges cards and refunds payments. A payment is created
  * by Charge and is either CHARGED or DECLINED (a decline is a result, not an
@@ -1051,6 +1208,26 @@ export const PaymentsServiceService = {
     responseSerialize: (value: GetPaymentResponse): Buffer => Buffer.from(GetPaymentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetPaymentResponse => GetPaymentResponse.decode(value),
   },
+  /**
+   * Settles a Charge whose outcome the caller lost: the call timed out, or
+   * the caller restarted before it saw the response and no longer has the
+   * card to retry with. Returns the payment that the Charge with
+   * `idempotency_key` made, if one was made; if none was, retires the key,
+   * so that a late or repeated Charge with it moves no money and is refused
+   * with FAILED_PRECONDITION. Calling it again returns the same answer.
+   * Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+   * FAILED_PRECONDITION if the key was used by a Refund.
+   */
+  resolveCharge: {
+    path: "/shop.payments.v1.PaymentsService/ResolveCharge" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResolveChargeRequest): Buffer => Buffer.from(ResolveChargeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResolveChargeRequest => ResolveChargeRequest.decode(value),
+    responseSerialize: (value: ResolveChargeResponse): Buffer =>
+      Buffer.from(ResolveChargeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResolveChargeResponse => ResolveChargeResponse.decode(value),
+  },
 } as const;
 
 export interface PaymentsServiceServer extends UntypedServiceImplementation {
@@ -1076,6 +1253,17 @@ export interface PaymentsServiceServer extends UntypedServiceImplementation {
    * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
    */
   getPayment: handleUnaryCall<GetPaymentRequest, GetPaymentResponse>;
+  /**
+   * Settles a Charge whose outcome the caller lost: the call timed out, or
+   * the caller restarted before it saw the response and no longer has the
+   * card to retry with. Returns the payment that the Charge with
+   * `idempotency_key` made, if one was made; if none was, retires the key,
+   * so that a late or repeated Charge with it moves no money and is refused
+   * with FAILED_PRECONDITION. Calling it again returns the same answer.
+   * Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+   * FAILED_PRECONDITION if the key was used by a Refund.
+   */
+  resolveCharge: handleUnaryCall<ResolveChargeRequest, ResolveChargeResponse>;
 }
 
 export interface PaymentsServiceClient extends Client {
@@ -1142,6 +1330,31 @@ export interface PaymentsServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetPaymentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Settles a Charge whose outcome the caller lost: the call timed out, or
+   * the caller restarted before it saw the response and no longer has the
+   * card to retry with. Returns the payment that the Charge with
+   * `idempotency_key` made, if one was made; if none was, retires the key,
+   * so that a late or repeated Charge with it moves no money and is refused
+   * with FAILED_PRECONDITION. Calling it again returns the same answer.
+   * Returns INVALID_ARGUMENT if `idempotency_key` is empty;
+   * FAILED_PRECONDITION if the key was used by a Refund.
+   */
+  resolveCharge(
+    request: ResolveChargeRequest,
+    callback: (error: ServiceError | null, response: ResolveChargeResponse) => void,
+  ): ClientUnaryCall;
+  resolveCharge(
+    request: ResolveChargeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResolveChargeResponse) => void,
+  ): ClientUnaryCall;
+  resolveCharge(
+    request: ResolveChargeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResolveChargeResponse) => void,
   ): ClientUnaryCall;
 }
 
