@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,20 @@ def charge_request(
 
 async def charge(stub: Stub, request: pb.ChargeRequest) -> pb.Payment:
     return (await stub.Charge(request)).payment
+
+
+async def resolve(stub: Stub, key: str) -> pb.Payment | None:
+    """What ResolveCharge says about `key`: the payment, or None when it is unset."""
+    reply = await stub.ResolveCharge(pb.ResolveChargeRequest(idempotency_key=key))
+    return reply.payment if reply.HasField("payment") else None
+
+
+def payments_of_order(db: Path, order_id: str) -> int:
+    """How many payments the service stored for `order_id`, read from its file."""
+    with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as connection:
+        query = "SELECT count(*) FROM payments WHERE order_id = ?"
+        count: int = connection.execute(query, (order_id,)).fetchone()[0]
+    return count
 
 
 def database_bytes(db: Path) -> bytes:
@@ -200,6 +215,7 @@ async def test_expired_this_year_names_the_month(stub: Stub) -> None:
         ("Refund", pb.RefundRequest(payment_id="p"), "idempotency_key"),
         ("Refund", pb.RefundRequest(idempotency_key="k"), "payment_id"),
         ("GetPayment", pb.GetPaymentRequest(), "id"),
+        ("ResolveCharge", pb.ResolveChargeRequest(), "idempotency_key"),
     ],
 )
 async def test_invalid_argument_names_the_field(
@@ -280,6 +296,91 @@ async def test_refund_failed_preconditions(stub: Stub) -> None:
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+@pytest.mark.parametrize(
+    ("number", "status", "reason"),
+    [(VISA_OK, CHARGED, ""), (INSUFFICIENT_FUNDS, DECLINED, "insufficient_funds")],
+)
+async def test_resolve_charge_returns_the_payment_made(
+    stub: Stub, number: str, status: int, reason: str
+) -> None:
+    payment = await charge(stub, charge_request("key-made", number))
+    assert (payment.status, payment.decline_reason) == (status, reason)
+    assert await resolve(stub, "key-made") == payment
+    assert await resolve(stub, "key-made") == payment  # again: the same answer
+    assert await charge(stub, charge_request("key-made", number)) == payment  # still repeatable
+
+
+async def test_resolve_charge_after_a_refund_returns_it_refunded(stub: Stub) -> None:
+    payment = await charge(stub, charge_request("key-then-refunded"))
+    refund = pb.RefundRequest(idempotency_key="refund-r", payment_id=payment.id, reason="saga")
+    refunded = (await stub.Refund(refund)).payment
+    assert refunded.status == REFUNDED
+    assert await resolve(stub, "key-then-refunded") == refunded
+
+
+async def test_resolve_charge_of_an_unused_key_retires_it(stub: Stub, tmp_path: Path) -> None:
+    assert await resolve(stub, "key-lost") is None
+    request = charge_request("key-lost")
+    for _ in range(2):  # a late Charge, then a repeat: refused, no money moves
+        error = await error_of(stub.Charge(request))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = error.details() or ""
+        assert "idempotency_key 'key-lost' was retired by ResolveCharge" in details, details
+    assert await resolve(stub, "key-lost") is None  # again: the same answer
+    assert payments_of_order(tmp_path / "payments.db", request.order_id) == 0
+    # Only that key is retired: other charges go on as before.
+    assert (await charge(stub, charge_request("key-not-lost"))).status == CHARGED
+
+
+async def test_resolve_charge_after_a_processor_outage_retires_the_key(
+    stub: Stub, tmp_path: Path
+) -> None:
+    """The outage stored nothing, so there is no charge: the key is retired, a retry refused."""
+    request = charge_request("key-outage-lost", PROCESSOR_DOWN)
+    error = await error_of(stub.Charge(request))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert await resolve(stub, "key-outage-lost") is None
+    for retry in (request, charge_request("key-outage-lost", VISA_OK)):
+        error = await error_of(stub.Charge(retry))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert payments_of_order(tmp_path / "payments.db", request.order_id) == 0
+
+
+async def test_resolve_charge_of_a_refund_key_is_failed_precondition(stub: Stub) -> None:
+    payment = await charge(stub, charge_request("key-for-refund"))
+    refund = pb.RefundRequest(idempotency_key="refund-key", payment_id=payment.id)
+    refunded = (await stub.Refund(refund)).payment
+    error = await error_of(
+        stub.ResolveCharge(pb.ResolveChargeRequest(idempotency_key="refund-key"))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "Refund" in (error.details() or "")
+    assert (await stub.Refund(refund)).payment == refunded  # the refund key is untouched
+
+
+async def test_resolve_charge_racing_charge_agrees_with_it(stub: Stub, tmp_path: Path) -> None:
+    """Each key is either charged and resolved to that payment, or retired and refused."""
+
+    async def charge_or_refusal(key: str) -> pb.Payment | grpc.StatusCode:
+        try:
+            return await charge(stub, charge_request(key))
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+
+    async def race(key: str) -> tuple[pb.Payment | grpc.StatusCode, pb.Payment | None]:
+        charged, resolved = await asyncio.gather(charge_or_refusal(key), resolve(stub, key))
+        return charged, resolved
+
+    keys = [f"key-race-resolve-{i}" for i in range(20)]
+    results = await asyncio.gather(*(race(key) for key in keys))
+    for key, (charged, resolved) in zip(keys, results, strict=True):
+        if resolved is None:
+            assert charged == grpc.StatusCode.FAILED_PRECONDITION, key
+            assert payments_of_order(tmp_path / "payments.db", f"order-for-{key}") == 0
+        else:
+            assert charged == resolved, key
+
+
 async def test_reports_serving(payments: LocalService) -> None:
     assert payments.grpc_target is not None
     await assert_serving(payments.grpc_target, SERVICE)
@@ -308,6 +409,7 @@ async def test_data_survives_a_restart_without_the_card_number(
     async with grpc.aio.insecure_channel(first.grpc_target) as channel:
         stub = payments_pb2_grpc.PaymentsServiceStub(channel)
         charged = await charge(stub, charge_request("key-kept", MASTERCARD))
+        assert await resolve(stub, "key-retired") is None
     assert Stack(first.run_dir).stop() == ["payments"]  # SIGTERM, and waits for the exit
 
     assert MASTERCARD.encode() not in database_bytes(db), "the full card number was stored"
@@ -322,4 +424,9 @@ async def test_data_survives_a_restart_without_the_card_number(
         # a different one under the same key is still refused.
         assert await charge(stub, charge_request("key-kept", MASTERCARD)) == charged
         error = await error_of(stub.Charge(charge_request("key-kept", VISA_OK)))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # So does a key ResolveCharge retired.
+        assert await resolve(stub, "key-kept") == charged
+        assert await resolve(stub, "key-retired") is None
+        error = await error_of(stub.Charge(charge_request("key-retired")))
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -1,4 +1,4 @@
-// The payments logic: charge, refund and get, idempotent by key. No gRPC here.
+// The payments logic: charge, refund, get and resolve, idempotent by key. No gRPC here.
 //
 // Idempotency. Charge and Refund share one namespace of client-chosen keys.
 // A key's first request is remembered by a fingerprint: an HMAC-SHA256 over
@@ -16,6 +16,14 @@
 // on the same file out too, so concurrent retries of one key charge once.
 // A transient processor failure throws inside the transaction: nothing is
 // stored, and a retry with the same key runs again.
+//
+// Resolving a lost charge. A caller that lost a Charge's outcome (it timed
+// out, or restarted without the card) asks ResolveCharge about its key. In
+// one transaction, which therefore falls wholly before or after any Charge
+// with that key: a key a Charge used answers with its payment as it is now;
+// a free key is retired, a key row with no payment, so that a late or
+// repeated Charge with it is refused before the processor is asked and no
+// money moves. After that answer, "no charge" stays true for good.
 
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
 
@@ -58,7 +66,7 @@ export interface RefundInput {
 export type Operation = "charge" | "refund";
 
 /** What a key's first request was and what it returned. */
-export interface KeyRecord {
+export interface UsedKey {
   readonly key: string;
   readonly operation: Operation;
   readonly fingerprint: Buffer;
@@ -67,6 +75,26 @@ export interface KeyRecord {
   readonly status: PaymentStatus;
   readonly createTime: Date;
 }
+
+/** A charge key that ResolveCharge found unused and retired: no payment, and none ever. */
+export interface RetiredKey {
+  readonly key: string;
+  readonly operation: "charge";
+  /** RETIRED_FINGERPRINT, which no request's fingerprint (32 bytes) can equal. */
+  readonly fingerprint: Buffer;
+  readonly paymentId: null;
+  readonly status: null;
+  readonly createTime: Date;
+}
+
+export type KeyRecord = UsedKey | RetiredKey;
+
+/**
+ * The fingerprint of a retired key. Request fingerprints are HMAC-SHA256
+ * digests, always 32 bytes, so this 7-byte marker never equals one; replay()
+ * checks for a retired key before comparing fingerprints anyway.
+ */
+export const RETIRED_FINGERPRINT: Buffer = Buffer.from("retired");
 
 /** The storage the domain needs; store.ts implements it over SQLite. */
 export interface PaymentStore {
@@ -81,11 +109,13 @@ export interface PaymentStore {
   markRefunded(id: string, reason: string, at: Date): void;
 }
 
-/** The three operations, as the gRPC layer calls them; tests stub this. */
+/** The four operations, as the gRPC layer calls them; tests stub this. */
 export interface PaymentsApi {
   charge(request: ChargeInput): Payment | Promise<Payment>;
   refund(request: RefundInput): Payment | Promise<Payment>;
   getPayment(id: string): Payment | Promise<Payment>;
+  /** The payment the Charge with `idempotencyKey` made, or undefined (and the key retired) if none was. */
+  resolveCharge(idempotencyKey: string): Payment | undefined | Promise<Payment | undefined>;
 }
 
 export const MAX_KEY_LENGTH = 128;
@@ -226,6 +256,37 @@ export class Payments implements PaymentsApi {
     return payment;
   }
 
+  /**
+   * Settles a Charge whose outcome the caller lost: the payment it made, as
+   * it is now (CHARGED, DECLINED or since REFUNDED), or undefined after
+   * retiring the key, so that no Charge with it will ever move money.
+   */
+  resolveCharge(idempotencyKey: string): Payment | undefined {
+    bounded("idempotency_key", idempotencyKey);
+    const now = this.now();
+    return this.store.transaction(() => {
+      const previous = this.store.findKey(idempotencyKey);
+      if (previous === undefined) {
+        this.store.insertKey({
+          key: idempotencyKey,
+          operation: "charge",
+          fingerprint: RETIRED_FINGERPRINT,
+          paymentId: null,
+          status: null,
+          createTime: now,
+        });
+        return undefined;
+      }
+      if (previous.operation === "refund") {
+        throw new FailedPrecondition(`idempotency_key '${idempotencyKey}' was used by a Refund, not a Charge`);
+      }
+      if (previous.paymentId === null) {
+        return undefined; // retired by an earlier ResolveCharge: the same answer again
+      }
+      return this.paymentOf(previous);
+    });
+  }
+
   // A JSON array is an unambiguous encoding: no choice of field values can
   // make two different requests serialise to the same text.
   private fingerprint(parts: readonly (string | number)[]): Buffer {
@@ -236,18 +297,28 @@ export class Payments implements PaymentsApi {
     this.store.insertKey({ key, operation, fingerprint, paymentId: payment.id, status: payment.status, createTime: now });
   }
 
-  /** The first result again, or FailedPrecondition when the request differs. */
+  /** The first result again, or FailedPrecondition when the key is retired or the request differs. */
   private replay(previous: KeyRecord, fingerprint: Buffer): Payment {
+    if (previous.paymentId === null) {
+      throw new FailedPrecondition(
+        `idempotency_key '${previous.key}' was retired by ResolveCharge; no charge was made, ` +
+          "and none will be with this key",
+      );
+    }
     const same = previous.fingerprint.length === fingerprint.length && timingSafeEqual(previous.fingerprint, fingerprint);
     if (!same) {
       throw new FailedPrecondition(`idempotency_key '${previous.key}' was already used with a different request`);
     }
-    const payment = this.store.getPayment(previous.paymentId);
-    if (payment === undefined) {
-      throw new Error(`idempotency key '${previous.key}' refers to missing payment '${previous.paymentId}'`);
-    }
     // The payment may have moved on since (a charge later refunded): a repeat
     // still gets the response the first request got, as the contract says.
-    return { ...payment, status: previous.status };
+    return { ...this.paymentOf(previous), status: previous.status };
+  }
+
+  private paymentOf(used: UsedKey): Payment {
+    const payment = this.store.getPayment(used.paymentId);
+    if (payment === undefined) {
+      throw new Error(`idempotency key '${used.key}' refers to missing payment '${used.paymentId}'`);
+    }
+    return payment;
   }
 }

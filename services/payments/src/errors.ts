@@ -5,6 +5,8 @@
 // ├── InvalidArgument      a request field is wrong          -> INVALID_ARGUMENT (+ BadRequest detail)
 // ├── NotFound             no payment has that id            -> NOT_FOUND
 // ├── FailedPrecondition   key reused for another request,
+// │                        a Charge with a retired key,
+// │                        ResolveCharge of a Refund's key,
 // │                        or refund of a declined payment   -> FAILED_PRECONDITION
 // └── Unavailable          the card processor failed for now;
 //                          nothing was stored, retry is safe  -> UNAVAILABLE

@@ -23,6 +23,8 @@ import {
   PaymentStatus as PaymentStatusMessage,
   type RefundRequest,
   type RefundResponse,
+  type ResolveChargeRequest,
+  type ResolveChargeResponse,
 } from "../../../gen/ts/shop/payments/v1/payments";
 import type { FaultConfig } from "./config";
 import type { ChargeInput, Payment, PaymentStatus, PaymentsApi } from "./domain";
@@ -164,5 +166,14 @@ export function paymentsService(api: PaymentsApi, options: ServiceOptions): Paym
     getPayment: unary<GetPaymentRequest, GetPaymentResponse>(path.getPayment.path, options, async (request) => ({
       payment: paymentToMessage(await api.getPayment(request.id)),
     })),
+    resolveCharge: unary<ResolveChargeRequest, ResolveChargeResponse>(
+      path.resolveCharge.path,
+      options,
+      async (request) => {
+        // Unset when no charge was made: the key is retired, and none ever will be.
+        const payment = await api.resolveCharge(request.idempotencyKey);
+        return { payment: payment === undefined ? undefined : paymentToMessage(payment) };
+      },
+    ),
   };
 }

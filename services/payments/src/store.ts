@@ -8,6 +8,10 @@
 // Money is SQLite INTEGER read back as BigInt (safeIntegers), so amounts up to
 // 2^63-1 survive; a JS number would silently round past 2^53. Only the last
 // four card digits are stored, never the number or the CVC.
+//
+// The schema's version is SQLite's user_version. Version 1 let a key row have
+// no payment (a charge key retired by ResolveCharge); files from before it
+// (version 0, where every key row had one) are migrated on open.
 
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
@@ -16,6 +20,21 @@ import * as path from "node:path";
 import Database from "better-sqlite3";
 
 import type { KeyRecord, Operation, Payment, PaymentStatus, PaymentStore } from "./domain";
+
+const SCHEMA_VERSION = 1;
+
+// A key row with neither payment_id nor status is a charge key that
+// ResolveCharge retired: no payment was made with it, and none ever will be.
+const KEYS_TABLE = `(
+    key TEXT PRIMARY KEY,
+    operation TEXT NOT NULL CHECK (operation IN ('charge', 'refund')),
+    fingerprint BLOB NOT NULL,
+    payment_id TEXT REFERENCES payments (id),
+    status TEXT CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED')),
+    create_time_ms INTEGER NOT NULL,
+    CHECK ((payment_id IS NULL) = (status IS NULL)),
+    CHECK (payment_id IS NOT NULL OR operation = 'charge')
+) STRICT`;
 
 // STRICT tables reject a value of the wrong type instead of converting it.
 const SCHEMA = `
@@ -36,14 +55,18 @@ CREATE TABLE IF NOT EXISTS payments (
     refund_time_ms INTEGER
 ) STRICT;
 CREATE INDEX IF NOT EXISTS payments_by_order ON payments (order_id);
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    key TEXT PRIMARY KEY,
-    operation TEXT NOT NULL CHECK (operation IN ('charge', 'refund')),
-    fingerprint BLOB NOT NULL,
-    payment_id TEXT NOT NULL REFERENCES payments (id),
-    status TEXT NOT NULL CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED')),
-    create_time_ms INTEGER NOT NULL
-) STRICT;
+CREATE TABLE IF NOT EXISTS idempotency_keys ${KEYS_TABLE};
+`;
+
+// Version 0 -> 1: payment_id and status become nullable. SQLite cannot drop
+// a NOT NULL in place, so the table is copied into a new one (nothing refers
+// to idempotency_keys, so dropping and renaming is safe).
+const KEYS_NULLABLE = `
+CREATE TABLE idempotency_keys_v1 ${KEYS_TABLE};
+INSERT INTO idempotency_keys_v1 (key, operation, fingerprint, payment_id, status, create_time_ms)
+    SELECT key, operation, fingerprint, payment_id, status, create_time_ms FROM idempotency_keys;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_v1 RENAME TO idempotency_keys;
 `;
 
 interface PaymentRow {
@@ -61,8 +84,9 @@ interface KeyRow {
   key: string;
   operation: Operation;
   fingerprint: Buffer;
-  payment_id: string;
-  status: PaymentStatus;
+  /** Both null for a retired key. */
+  payment_id: string | null;
+  status: PaymentStatus | null;
   create_time_ms: bigint;
 }
 
@@ -86,7 +110,7 @@ export class SqlitePaymentStore implements PaymentStore {
     // Every INTEGER comes back as BigInt; the few that are not money
     // (timestamps) are converted explicitly where they are read.
     db.defaultSafeIntegers(true);
-    db.exec(SCHEMA);
+    SqlitePaymentStore.migrate(db);
     this.statements = {
       insertSetting: db.prepare("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)"),
       getSetting: db.prepare<[string], { value: Buffer }>("SELECT value FROM settings WHERE name = ?"),
@@ -133,6 +157,26 @@ export class SqlitePaymentStore implements PaymentStore {
     }
   }
 
+  // Creates what is missing and migrates an older file, in one IMMEDIATE
+  // transaction, so that two processes opening the same file cannot both
+  // migrate it.
+  private static migrate(db: Database.Database): void {
+    db.transaction(() => {
+      const version = Number(db.pragma("user_version", { simple: true }));
+      if (version > SCHEMA_VERSION) {
+        throw new Error(`schema version ${version} is newer than this service's (${SCHEMA_VERSION})`);
+      }
+      db.exec(SCHEMA);
+      const columns = db.prepare<[], { name: string; notnull: bigint }>(
+        "SELECT name, \"notnull\" FROM pragma_table_info('idempotency_keys')",
+      );
+      if (columns.all().some((column) => column.name === "payment_id" && Number(column.notnull) !== 0)) {
+        db.exec(KEYS_NULLABLE);
+      }
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
+  }
+
   // Generated on first open and kept: fingerprints must compare equal after a
   // restart, or a retry after a deploy would be refused as a different request.
   private loadFingerprintKey(): Buffer {
@@ -161,13 +205,19 @@ export class SqlitePaymentStore implements PaymentStore {
     if (row === undefined) {
       return undefined;
     }
+    const createTime = new Date(Number(row.create_time_ms));
+    if (row.payment_id === null || row.status === null) {
+      // The table's CHECKs allow this only for a charge key, with both null.
+      const { key, fingerprint } = row;
+      return { key, operation: "charge", fingerprint, paymentId: null, status: null, createTime };
+    }
     return {
       key: row.key,
       operation: row.operation,
       fingerprint: row.fingerprint,
       paymentId: row.payment_id,
       status: row.status,
-      createTime: new Date(Number(row.create_time_ms)),
+      createTime,
     };
   }
 

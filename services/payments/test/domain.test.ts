@@ -1,12 +1,12 @@
 // The domain over a real (in-memory) store: idempotency of Charge and Refund,
-// the refund life cycle, declines as results, and transient processor errors
-// that leave nothing behind.
+// the refund life cycle, declines as results, transient processor errors
+// that leave nothing behind, and ResolveCharge settling a lost charge.
 
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, describe, test } from "node:test";
 
-import { type ChargeInput, Payments } from "../src/domain";
-import { FailedPrecondition, NotFound, Unavailable } from "../src/errors";
+import { type ChargeInput, type PaymentStore, Payments } from "../src/domain";
+import { FailedPrecondition, InvalidArgument, NotFound, Unavailable } from "../src/errors";
 import { TEST_CARDS } from "../src/processor";
 import { SqlitePaymentStore } from "../src/store";
 import { chargeInput } from "../testing/helpers";
@@ -162,5 +162,139 @@ describe("getPayment", () => {
     const real = new Payments(store);
     const payment = real.charge(chargeInput({ idempotencyKey: "key-uuid" }));
     assert.match(payment.id, /^pay_[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  });
+});
+
+describe("resolveCharge", () => {
+  function refusedAsRetired(error: unknown): boolean {
+    assert.ok(error instanceof FailedPrecondition, String(error));
+    assert.match(error.message, /idempotency_key 'key-1' was retired by ResolveCharge; no charge was made/);
+    return true;
+  }
+
+  test("returns the payment a charged Charge made, and makes none", () => {
+    const charged = payments.charge(chargeInput());
+    assert.deepEqual(payments.resolveCharge("key-1"), charged);
+    assert.equal(ids, 1);
+    // The Charge itself can still be repeated: its key is not retired.
+    assert.deepEqual(payments.charge(chargeInput()), charged);
+  });
+
+  test("returns a declined payment with its reason", () => {
+    const declined = payments.charge(withCard(TEST_CARDS.insufficientFunds));
+    const resolved = payments.resolveCharge("key-1");
+    assert.equal(resolved?.status, "DECLINED");
+    assert.equal(resolved?.declineReason, "insufficient_funds");
+    assert.deepEqual(resolved, declined);
+  });
+
+  test("returns the payment as it is now: REFUNDED after a refund", () => {
+    const charged = payments.charge(chargeInput());
+    payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" });
+    assert.deepEqual(payments.resolveCharge("key-1"), { ...charged, status: "REFUNDED" });
+  });
+
+  test("an unused key is retired: no payment, and a later Charge with it is refused and moves no money", () => {
+    assert.equal(payments.resolveCharge("key-1"), undefined);
+    assert.throws(() => payments.charge(chargeInput()), refusedAsRetired);
+    // Refused before the processor is asked: even its outage card gets the refusal.
+    assert.throws(() => payments.charge(withCard(TEST_CARDS.processorError)), refusedAsRetired);
+    assert.equal(ids, 0, "a payment was made with a retired key");
+    assert.equal(payments.resolveCharge("key-1"), undefined);
+  });
+
+  test("after a Charge that failed UNAVAILABLE (nothing stored), the key is retired and a retry refused", () => {
+    assert.throws(() => payments.charge(withCard(TEST_CARDS.processorError)), Unavailable);
+    assert.equal(payments.resolveCharge("key-1"), undefined);
+    assert.throws(() => payments.charge(withCard(TEST_CARDS.processorError)), refusedAsRetired);
+    assert.throws(() => payments.charge(chargeInput()), refusedAsRetired);
+    assert.equal(ids, 0);
+  });
+
+  test("a Refund with a retired key is refused too", () => {
+    const charged = payments.charge(chargeInput({ idempotencyKey: "key-charged" }));
+    payments.resolveCharge("key-1");
+    assert.throws(
+      () => payments.refund({ idempotencyKey: "key-1", paymentId: charged.id, reason: "" }),
+      refusedAsRetired,
+    );
+    assert.equal(payments.getPayment(charged.id).status, "CHARGED");
+  });
+
+  test("calling it again returns the same answer", () => {
+    const charged = payments.charge(chargeInput({ idempotencyKey: "key-charged" }));
+    assert.deepEqual(payments.resolveCharge("key-charged"), charged);
+    assert.deepEqual(payments.resolveCharge("key-charged"), charged);
+    assert.equal(payments.resolveCharge("key-unused"), undefined);
+    assert.equal(payments.resolveCharge("key-unused"), undefined);
+  });
+
+  test("a key used by a Refund is FAILED_PRECONDITION, and the refund stays repeatable", () => {
+    const charged = payments.charge(chargeInput());
+    const refund = { idempotencyKey: "refund-1", paymentId: charged.id, reason: "cancelled" };
+    const refunded = payments.refund(refund);
+    assert.throws(
+      () => payments.resolveCharge("refund-1"),
+      (error: unknown) =>
+        error instanceof FailedPrecondition && /idempotency_key 'refund-1' was used by a Refund/.test(error.message),
+    );
+    assert.deepEqual(payments.refund(refund), refunded);
+  });
+
+  test("an empty or overlong key is INVALID_ARGUMENT naming idempotency_key, and retires nothing", () => {
+    for (const key of ["", "k".repeat(129)]) {
+      assert.throws(
+        () => payments.resolveCharge(key),
+        (error: unknown) => error instanceof InvalidArgument && error.field === "idempotency_key",
+      );
+      assert.equal(store.findKey(key), undefined);
+    }
+    assert.equal(payments.resolveCharge("k".repeat(128)), undefined);
+  });
+
+  test("every store access happens inside one transaction", () => {
+    payments.charge(chargeInput({ idempotencyKey: "key-charged" }));
+    const calls: string[] = [];
+    let depth = 0;
+    const seen = (name: string): void => void calls.push(`${name}@${depth}`);
+    const watched: PaymentStore = {
+      transaction: (fn) => {
+        calls.push("begin");
+        depth += 1;
+        try {
+          return store.transaction(fn);
+        } finally {
+          depth -= 1;
+          calls.push("end");
+        }
+      },
+      fingerprintKey: () => store.fingerprintKey(),
+      findKey: (key) => {
+        seen("findKey");
+        return store.findKey(key);
+      },
+      insertKey: (record) => {
+        seen("insertKey");
+        store.insertKey(record);
+      },
+      getPayment: (id) => {
+        seen("getPayment");
+        return store.getPayment(id);
+      },
+      insertPayment: (payment) => {
+        seen("insertPayment");
+        store.insertPayment(payment);
+      },
+      markRefunded: (id, reason, at) => {
+        seen("markRefunded");
+        store.markRefunded(id, reason, at);
+      },
+    };
+    const resolver = new Payments(watched, { now: () => NOW });
+    resolver.resolveCharge("key-charged");
+    assert.deepEqual(calls, ["begin", "findKey@1", "getPayment@1", "end"]);
+    calls.length = 0;
+    resolver.resolveCharge("key-unused");
+    assert.deepEqual(calls, ["begin", "findKey@1", "insertKey@1", "end"]);
   });
 });

@@ -110,7 +110,7 @@ test("reflection lists the service, health and reflection, with descriptors prot
     const registry = createFileRegistry(first, (name) => files.find((file) => file.name === name));
     if (symbol === SERVICE_FULL_NAME) {
       const service = registry.getService(SERVICE_FULL_NAME);
-      assert.deepEqual(service?.methods.map((m) => m.name).sort(), ["Charge", "GetPayment", "Refund"]);
+      assert.deepEqual(service?.methods.map((m) => m.name).sort(), ["Charge", "GetPayment", "Refund", "ResolveCharge"]);
       const payment = registry.getMessage("shop.payments.v1.Payment");
       assert.equal(payment?.field["amount"]?.message?.typeName, "shop.common.v1.Money");
       assert.equal(payment?.field["createTime"]?.message?.typeName, "google.protobuf.Timestamp");

@@ -192,6 +192,44 @@ describe("PaymentsService over gRPC", () => {
     assert.equal((await client.getPayment(payment!.id)).payment?.amount?.amountMinor, max);
   });
 
+  test("ResolveCharge returns the payment a Charge made, as it is now", async () => {
+    const { payment } = await client.charge(chargeRequest({ idempotencyKey: "svc-resolve" }));
+    assert.deepEqual((await client.resolveCharge("svc-resolve")).payment, payment);
+    await client.refund({ idempotencyKey: "svc-resolve-r", paymentId: payment!.id, reason: "" });
+    const resolved = (await client.resolveCharge("svc-resolve")).payment;
+    assert.deepEqual(resolved, { ...payment, status: PaymentStatus.PAYMENT_STATUS_REFUNDED });
+  });
+
+  test("ResolveCharge of an unused key: no payment, and a later Charge with it is FAILED_PRECONDITION", async () => {
+    const resolved = await client.resolveCharge("svc-lost");
+    assert.equal(resolved.payment, undefined);
+    const error = await rejection(client.charge(chargeRequest({ idempotencyKey: "svc-lost", orderId: "order-lost" })));
+    assert.equal(error.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(error.details, /idempotency_key 'svc-lost' was retired by ResolveCharge; no charge was made/);
+    assert.equal((await client.resolveCharge("svc-lost")).payment, undefined);
+    const db = new Database(testConfig(dir).dbPath, { readonly: true });
+    try {
+      assert.equal(db.prepare("SELECT count(*) FROM payments WHERE order_id = 'order-lost'").pluck().get(), 0);
+    } finally {
+      db.close();
+    }
+  });
+
+  test("ResolveCharge: an empty key is INVALID_ARGUMENT naming it, a Refund's key FAILED_PRECONDITION", async () => {
+    const empty = await rejection(client.resolveCharge(""));
+    assert.equal(empty.code, grpc.status.INVALID_ARGUMENT);
+    assert.equal(empty.details, "idempotency_key: is required");
+    assert.deepEqual(statusDetails(empty).details[0]?.violations, [
+      { field: "idempotency_key", description: "is required" },
+    ]);
+
+    const { payment } = await client.charge(chargeRequest({ idempotencyKey: "svc-rk" }));
+    await client.refund({ idempotencyKey: "svc-rk-refund", paymentId: payment!.id, reason: "" });
+    const refundKey = await rejection(client.resolveCharge("svc-rk-refund"));
+    assert.equal(refundKey.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(refundKey.details, /Refund/);
+  });
+
   test("20 concurrent charges with one key make one payment", async () => {
     const request = chargeRequest({ idempotencyKey: "svc-concurrent", orderId: "order-concurrent" });
     const responses = await Promise.all(Array.from({ length: 20 }, () => client.charge(request)));
@@ -222,6 +260,7 @@ describe("unexpected exceptions", () => {
       getPayment: () => {
         throw new Error("sync secret");
       },
+      resolveCharge: () => Promise.reject(new Error("async secret")),
     };
     const payments = await build(testConfig(tempDir(t)), { api: broken });
     const client = connect(payments.port);
@@ -235,16 +274,18 @@ describe("unexpected exceptions", () => {
       client.getPayment("pay_1"),
       client.refund({ idempotencyKey: "k", paymentId: "p", reason: "" }),
       client.charge(chargeRequest()),
+      client.resolveCharge("k"),
     ]) {
       const error = await rejection(call);
       assert.equal(error.code, grpc.status.INTERNAL);
       assert.equal(error.details, "internal error");
     }
-    assert.equal(lines.length, 3);
+    assert.equal(lines.length, 4);
     const logged = lines.map((line) => JSON.parse(line) as Record<string, string>);
     assert.ok(logged.every((record) => record["level"] === "ERROR"));
     assert.match(logged[0]?.["message"] ?? "", /GetPayment/);
     assert.match(logged[0]?.["exception"] ?? "", /sync secret/);
     assert.match(logged[2]?.["exception"] ?? "", /async secret/);
+    assert.match(logged[3]?.["message"] ?? "", /ResolveCharge/);
   });
 });

@@ -1,5 +1,6 @@
 // The SQLite store: what survives closing and reopening the file, money
-// beyond 2^53, and what is never written to disk.
+// beyond 2^53, what is never written to disk, retired keys, and the
+// migration of a file from before ResolveCharge.
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -9,7 +10,8 @@ import { test } from "node:test";
 
 import Database from "better-sqlite3";
 
-import { Payments } from "../src/domain";
+import { Payments, RETIRED_FINGERPRINT } from "../src/domain";
+import { FailedPrecondition } from "../src/errors";
 import { SqlitePaymentStore } from "../src/store";
 import { chargeInput, tempDir } from "../testing/helpers";
 
@@ -109,4 +111,104 @@ test("the database is in WAL mode", (t) => {
   const db = new Database(file, { readonly: true });
   t.after(() => db.close());
   assert.equal(db.pragma("journal_mode", { simple: true }), "wal");
+});
+
+test("a key retired by ResolveCharge stays retired after a restart", (t) => {
+  const file = path.join(tempDir(t), "payments.db");
+  const store = SqlitePaymentStore.open(file);
+  assert.equal(new Payments(store).resolveCharge("lost-1"), undefined);
+  store.close();
+
+  const db = new Database(file, { readonly: true });
+  const row = db.prepare("SELECT * FROM idempotency_keys WHERE key = 'lost-1'").get() as Record<string, unknown>;
+  db.close();
+  assert.equal(row["operation"], "charge");
+  assert.equal(row["payment_id"], null);
+  assert.equal(row["status"], null);
+  assert.deepEqual(row["fingerprint"], RETIRED_FINGERPRINT);
+
+  const reopened = SqlitePaymentStore.open(file);
+  t.after(() => reopened.close());
+  const payments = new Payments(reopened);
+  assert.throws(() => payments.charge(chargeInput({ idempotencyKey: "lost-1" })), FailedPrecondition);
+  assert.equal(payments.resolveCharge("lost-1"), undefined);
+  const check = new Database(file, { readonly: true });
+  t.after(() => check.close());
+  assert.equal(check.prepare("SELECT count(*) FROM payments").pluck().get(), 0);
+});
+
+test("the table refuses a key row without a payment unless it is a retired charge key", (t) => {
+  const file = path.join(tempDir(t), "payments.db");
+  SqlitePaymentStore.open(file).close();
+  const db = new Database(file);
+  t.after(() => db.close());
+  const insert = db.prepare(
+    `INSERT INTO idempotency_keys (key, operation, fingerprint, payment_id, status, create_time_ms)
+     VALUES (?, ?, ?, NULL, ?, 0)`,
+  );
+  assert.throws(() => insert.run("r", "refund", RETIRED_FINGERPRINT, null), /CHECK constraint failed/);
+  assert.throws(() => insert.run("s", "charge", RETIRED_FINGERPRINT, "CHARGED"), /CHECK constraint failed/);
+  insert.run("c", "charge", RETIRED_FINGERPRINT, null);
+});
+
+// idempotency_keys as it was before ResolveCharge (schema version 0).
+const KEYS_TABLE_V0 = `CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    operation TEXT NOT NULL CHECK (operation IN ('charge', 'refund')),
+    fingerprint BLOB NOT NULL,
+    payment_id TEXT NOT NULL REFERENCES payments (id),
+    status TEXT NOT NULL CHECK (status IN ('CHARGED', 'DECLINED', 'REFUNDED')),
+    create_time_ms INTEGER NOT NULL
+) STRICT`;
+
+test("a file from before ResolveCharge is migrated on open, its keys kept", (t) => {
+  const file = path.join(tempDir(t), "payments.db");
+  const store = SqlitePaymentStore.open(file);
+  const charged = new Payments(store).charge(chargeInput());
+  const refunded = new Payments(store).refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "x" });
+  store.close();
+  // Turn the file back into a version 0 one, keys included.
+  const old = new Database(file);
+  old.exec(`
+    BEGIN;
+    CREATE TABLE keys_copy AS SELECT * FROM idempotency_keys;
+    DROP TABLE idempotency_keys;
+    ${KEYS_TABLE_V0};
+    INSERT INTO idempotency_keys SELECT * FROM keys_copy;
+    DROP TABLE keys_copy;
+    PRAGMA user_version = 0;
+    COMMIT;
+  `);
+  assert.equal(old.prepare("SELECT count(*) AS n FROM idempotency_keys").pluck().get(), 2);
+  old.close();
+
+  const migrated = SqlitePaymentStore.open(file);
+  t.after(() => migrated.close());
+  const payments = new Payments(migrated);
+  assert.deepEqual(payments.charge(chargeInput()), charged); // the charge key replays
+  assert.deepEqual(payments.refund({ idempotencyKey: "refund-1", paymentId: charged.id, reason: "x" }), refunded);
+  assert.deepEqual(payments.resolveCharge("key-1"), refunded);
+  assert.equal(payments.resolveCharge("lost-1"), undefined); // which version 0 could not store
+  assert.throws(() => payments.charge(chargeInput({ idempotencyKey: "lost-1" })), FailedPrecondition);
+
+  const db = new Database(file, { readonly: true });
+  t.after(() => db.close());
+  assert.equal(db.pragma("user_version", { simple: true }), 1);
+  const nullable = db
+    .prepare("SELECT name FROM pragma_table_info('idempotency_keys') WHERE \"notnull\" = 0 AND pk = 0")
+    .pluck()
+    .all();
+  assert.deepEqual(nullable.sort(), ["payment_id", "status"]);
+});
+
+test("a file from a newer version of the service is refused, not changed", (t) => {
+  const file = path.join(tempDir(t), "payments.db");
+  SqlitePaymentStore.open(file).close();
+  const db = new Database(file);
+  db.pragma("user_version = 2");
+  db.close();
+  assert.throws(() => SqlitePaymentStore.open(file), /schema version 2 is newer than this service's \(1\)/);
+  const after = new Database(file, { readonly: true });
+  t.after(() => after.close());
+  assert.equal(after.pragma("user_version", { simple: true }), 2);
 });

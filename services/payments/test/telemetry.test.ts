@@ -56,6 +56,8 @@ test("server spans carry rpc.* attributes and rpc.grpc.status_code as an int", a
   await client.charge(helpers.chargeRequest({ idempotencyKey: "traced-ok" }));
   await helpers.rejection(client.getPayment("pay_missing"));
   await helpers.rejection(client.charge(helpers.chargeRequest({ idempotencyKey: "" })));
+  await client.resolveCharge("traced-ok");
+  await helpers.rejection(client.resolveCharge(""));
 
   const spans = await serverSpans();
   const getPayment = only(spans, "grpc.shop.payments.v1.PaymentsService/GetPayment");
@@ -69,6 +71,11 @@ test("server spans carry rpc.* attributes and rpc.grpc.status_code as an int", a
   const codes = charges.map((span) => span.attributes[STATUS_CODE]).sort();
   assert.deepEqual(codes, [grpc.status.OK, grpc.status.INVALID_ARGUMENT]);
   assert.ok(charges.every((span) => typeof span.attributes[STATUS_CODE] === "number"));
+
+  const resolves = spans.filter((span) => span.name === "grpc.shop.payments.v1.PaymentsService/ResolveCharge");
+  const resolveCodes = resolves.map((span) => span.attributes[STATUS_CODE]).sort();
+  assert.deepEqual(resolveCodes, [grpc.status.OK, grpc.status.INVALID_ARGUMENT]);
+  assert.ok(resolves.every((span) => span.attributes["rpc.method"] === "ResolveCharge"));
 
   const expectedName = process.env["OTEL_SERVICE_NAME"] || "payments";
   assert.equal(getPayment.resource.attributes["service.name"], expectedName);
@@ -116,7 +123,7 @@ test("health checks are not traced", async (t) => {
 
 test("the untraced method names are not the payments service's own", () => {
   const own = Object.values(PaymentsServiceService).map((method) => method.path.split("/").pop());
-  assert.deepEqual(own.sort(), ["Charge", "GetPayment", "Refund"]);
+  assert.deepEqual(own.sort(), ["Charge", "GetPayment", "Refund", "ResolveCharge"]);
   for (const name of own) {
     assert.equal(UNTRACED_METHODS.has(name ?? ""), false, name);
   }
@@ -131,6 +138,7 @@ test("log lines written inside a call carry its trace_id and span_id", async (t)
     api: {
       charge: () => Promise.reject(new Error("unused")),
       refund: () => Promise.reject(new Error("unused")),
+      resolveCharge: () => Promise.reject(new Error("unused")),
       getPayment: () => {
         throw new Error("boom");
       },

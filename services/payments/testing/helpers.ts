@@ -17,6 +17,7 @@ import {
   type GetPaymentResponse,
   type RefundRequest,
   type RefundResponse,
+  type ResolveChargeResponse,
   PaymentsServiceClient,
 } from "../../../gen/ts/shop/payments/v1/payments";
 import { loadConfig, type PaymentsConfig, type ServerConfig } from "../src/config";
@@ -70,6 +71,7 @@ export interface Client {
   charge(request: ChargeRequest): Promise<ChargeResponse>;
   refund(request: RefundRequest): Promise<RefundResponse>;
   getPayment(id: string): Promise<GetPaymentResponse>;
+  resolveCharge(idempotencyKey: string): Promise<ResolveChargeResponse>;
   close(): void;
 }
 
@@ -84,6 +86,8 @@ export function connect(port: number): Client {
     charge: (request) => new Promise((resolve, reject) => raw.charge(request, settle(resolve, reject))),
     refund: (request) => new Promise((resolve, reject) => raw.refund(request, settle(resolve, reject))),
     getPayment: (id) => new Promise((resolve, reject) => raw.getPayment({ id }, settle(resolve, reject))),
+    resolveCharge: (idempotencyKey) =>
+      new Promise((resolve, reject) => raw.resolveCharge({ idempotencyKey }, settle(resolve, reject))),
     close: () => raw.close(),
   };
 }
