@@ -138,7 +138,7 @@ trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
 	$(PY) -m tracing $(ID)
 
 .PHONY: bench
-bench: tools build ## Measure latency: GetProduct, GetStock, GetPayment; tracing on and off (bench/results.md)
+bench: tools build ## Measure latency: one call per service, tracing on/off (bench/results.md); checkouts (bench/checkout.md)
 	$(PY) -m bench
 
 .PHONY: clean

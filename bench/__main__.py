@@ -7,15 +7,14 @@ every (call, mode) pair in turn so that machine noise hits all alike. Each
 call's latency is taken on the client; the table gives median, p99 and
 throughput per concurrency, plus each median as a ratio to catalog's
 GetProduct in the same mode and run, and is written to bench/results.md with
-the command that made it.
+the command that made it. Then `bench.checkout` times whole checkouts
+(PlaceOrder end to end, confirm -> notification) into bench/checkout.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from typing import Any
 
 import grpc
 
+from bench.checkout import measure_checkout, render_checkout, start_mesh
+from bench.report import header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import REPO_ROOT, LocalService, Topology
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
@@ -36,6 +37,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 RESULTS = REPO_ROOT / "bench" / "results.md"
+CHECKOUT_RESULTS = REPO_ROOT / "bench" / "checkout.md"
 MODES = ("tracing on", "tracing off")
 Call = Callable[[], Awaitable[Any]]
 
@@ -172,19 +174,9 @@ def start_services(run_dir: Path) -> tuple[Stack, dict[Key, str]]:
     return stack, targets
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
     lines = [
-        "# Benchmark: one call per service and language, tracing on vs off",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        f", {platform.system()} {platform.release()}  ",
+        *header("one call per service and language, tracing on vs off", command),
         "Setup: one Python grpc.aio client process; each service runs twice on loopback:"
         " 'tracing on' samples every span and batch-exports over OTLP gRPC to a real Jaeger,"
         " 'tracing off' runs with OTEL_SDK_DISABLED=true. Rounds go over every call and mode"
@@ -199,7 +191,7 @@ def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
             anchor = statistics.median(by_key[ANCHOR, mode].latencies_s)
             lines.append(
                 f"| {concurrency} | {label} | {mode} | {len(lat)} "
-                f"| {statistics.median(lat) * 1000:.3f} | {_p(lat, 0.99) * 1000:.3f} "
+                f"| {statistics.median(lat) * 1000:.3f} | {percentile(lat, 0.99) * 1000:.3f} "
                 f"| {len(lat) / sample.elapsed_s:,.0f} | {statistics.median(lat) / anchor:.2f} |"
             )
     return "\n".join(lines) + "\n"
@@ -211,22 +203,39 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--orders", type=int, default=100, help="sequential orders to time")
+    parser.add_argument("--checkout-output", type=Path, default=CHECKOUT_RESULTS)
+    parser.add_argument(
+        "--only", choices=("calls", "checkout"), help="run one of the two benchmarks"
+    )
     args = parser.parse_args(argv)
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
-    with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-        stack, targets = start_services(Path(tmp))
-        try:
-            results = {
-                c: asyncio.run(measure(targets, args.calls, args.rounds, c))
-                for c in args.concurrency
-            }
-        finally:
-            stack.stop()
-    table = render(results, command)
-    args.output.write_text(table)
-    print(table)
-    print(f"written to {args.output}")
+    if args.only != "checkout":
+        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+            stack, targets = start_services(Path(tmp))
+            try:
+                results = {
+                    c: asyncio.run(measure(targets, args.calls, args.rounds, c))
+                    for c in args.concurrency
+                }
+            finally:
+                stack.stop()
+        _write(args.output, render(results, command))
+    if args.only != "calls":
+        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+            stack, mesh = start_mesh(Path(tmp))
+            try:
+                checkout = asyncio.run(measure_checkout(mesh, args.orders))
+            finally:
+                stack.stop()
+        _write(args.checkout_output, render_checkout(checkout, command))
     return 0
+
+
+def _write(path: Path, table: str) -> None:
+    path.write_text(table)
+    print(table)
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
