@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -34,6 +35,12 @@ from tests.conftest import JAEGER, require_tool
 from tracing.interceptors import client_interceptors
 from tracing.jaeger import Span, Trace, wait_for_trace
 from tracing.provider import build_tracer_provider
+
+if TYPE_CHECKING:  # the async stub classes exist only in the type stubs
+    from shop.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
+    from shop.notifications.v1.notifications_pb2_grpc import NotificationsServiceAsyncStub
+    from shop.orders.v1.orders_pb2_grpc import OrdersServiceAsyncStub
+    from shop.payments.v1.payments_pb2_grpc import PaymentsServiceAsyncStub
 
 pytestmark = pytest.mark.e2e
 
@@ -101,10 +108,10 @@ def provider(mesh: dict[str, LocalService]) -> Iterator[TracerProvider]:
 
 @dataclass
 class Shop:
-    orders: orders_pb2_grpc.OrdersServiceStub
-    inventory: inventory_pb2_grpc.InventoryServiceStub
-    payments: payments_pb2_grpc.PaymentsServiceStub
-    notifications: notifications_pb2_grpc.NotificationsServiceStub
+    orders: OrdersServiceAsyncStub
+    inventory: InventoryServiceAsyncStub
+    payments: PaymentsServiceAsyncStub
+    notifications: NotificationsServiceAsyncStub
 
 
 @pytest.fixture
@@ -121,7 +128,7 @@ async def shop(mesh: dict[str, LocalService], provider: TracerProvider) -> Async
         notifications=notifications_pb2_grpc.NotificationsServiceStub(channels["notifications"]),
     )
     for channel in channels.values():
-        await channel.close()
+        await channel.close(None)
 
 
 def order_request(
