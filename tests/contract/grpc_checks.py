@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -59,11 +59,15 @@ async def assert_sigterm_drains(
     name: str,
     slow_call: Callable[[grpc.aio.Channel], Awaitable[Any]],
     env: Mapping[str, str] | None = None,
+    upstreams: Sequence[str] = (),
 ) -> Any:
     """Starts service `name` with DRAINING (plus `env`) and sends it SIGTERM
     while `slow_call` is in flight; health must turn NOT_SERVING and the call
-    must still complete. Returns the call's reply."""
-    service = start_stack([name], env={name: {**DRAINING, **(env or {})}})[name]
+    must still complete. Returns the call's reply. `upstreams` are started
+    first, without tracing or faults, for a service whose call needs them."""
+    stack_env = {upstream: NO_TRACING for upstream in upstreams}
+    stack_env[name] = {**DRAINING, **(env or {})}
+    service = start_stack([*upstreams, name], env=stack_env)[name]
     target = service.grpc_target
     assert target is not None
     pid = Stack(service.run_dir).pid(name)

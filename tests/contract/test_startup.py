@@ -1,6 +1,7 @@
 """How every service fails at start, whatever its language: the same rules.
 
-A malformed variable ends the process with status 2 and one line naming it;
+A malformed variable ends the process with status 2 and one line naming it
+(`configuration error: <VARIABLE> ...`);
 a port that cannot be bound with status 1 naming the address; never a stack
 trace (Python's `Traceback`, Go's `panic:`/`goroutine`, Node's `    at `
 frames).
@@ -39,7 +40,7 @@ def start(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-SERVICES = ["catalog", "inventory", "payments", "notifications"]
+SERVICES = ["catalog", "orders", "inventory", "payments", "notifications"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -63,7 +64,7 @@ def test_malformed_config_stops_the_process_naming_the_variable(
 def assert_stops_naming(tmp_path: Path, name: str, variable: str, value: str) -> None:
     result = start(name, tmp_path, **{variable: value})
     assert result.returncode == 2, result.stderr
-    assert variable in result.stderr
+    assert f"configuration error: {variable}" in result.stderr
     assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
 
 
@@ -73,6 +74,12 @@ def assert_stops_naming(tmp_path: Path, name: str, variable: str, value: str) ->
         ("catalog", "CATALOG_PAGE_TOKEN_KEY", "not-hex"),
         ("notifications", "NOTIFICATIONS_PAGE_TOKEN_KEY", "abcd"),  # too short
         ("notifications", "NATS_URL", "http://nats:4222"),
+        ("orders", "NATS_URL", "http://nats:4222"),
+        ("orders", "ORDERS_PAGE_TOKEN_KEY", "not-hex"),
+        ("orders", "ORDERS_UPSTREAM_TIMEOUT_SECONDS", "0"),
+        ("orders", "ORDERS_STEP_RETRY_SECONDS", "-1"),
+        ("orders", "ORDERS_RESUME_INTERVAL_SECONDS", "often"),
+        ("orders", "ORDERS_TEST_PAUSE_AFTER_STEP", "placed"),  # nothing to hold before it
     ],
 )
 def test_a_malformed_service_variable_is_named(

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.readme
 README = (REPO_ROOT / "README.md").read_text()
 SERVICE_ON_PORT = {
     50051: "shop.catalog.v1.CatalogService",
+    50052: "shop.orders.v1.OrdersService",
     50053: "shop.inventory.v1.InventoryService",
     50054: "shop.payments.v1.PaymentsService",
     50055: "shop.notifications.v1.NotificationsService",
@@ -112,6 +113,11 @@ def test_grpcurl_command(command: str) -> None:
         assert '"productId": "prod-chemex"' in result.stdout
     if "Charge" in command:
         assert '"status": "PAYMENT_STATUS_' in result.stdout
+    if "PlaceOrder" in command:  # more espresso machines than in stock: cancelled
+        outcome = "CANCELLED" if "prod-espresso-machine" in command else "CONFIRMED"
+        assert f'"status": "ORDER_STATUS_{outcome}"' in result.stdout
+    if "GetOrder" in command or "ListOrders" in command:
+        assert '"id": "ord-' in result.stdout
     if "Health/Check" in command:
         assert '"status": "SERVING"' in result.stdout
 

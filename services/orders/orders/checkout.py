@@ -5,7 +5,9 @@ client), stores the order under its idempotency key and runs the saga. One
 saga per order runs at a time in this process: `_running` maps an order id
 to its task, and every caller that wants the order's outcome (a concurrent
 retry with the same key, the resumer) awaits that same task. The task is
-shielded, so a client that hangs up does not stop a saga halfway.
+shielded, so a client that hangs up does not stop a saga halfway. While a
+new order is being stored its id is in `_placing`, so the resumer does not
+take its saga (without the card) from the PlaceOrder about to drive it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Orders:
         self._clock = clock
         self._tracer = trace.get_tracer(__name__, tracer_provider=tracer_provider)
         self._running: dict[str, asyncio.Task[Order]] = {}
+        self._placing: set[str] = set()
 
     async def place_order(self, request: PlaceOrder) -> Order:
         """The order after its saga; the first order placed with this key on a retry.
@@ -100,7 +103,12 @@ class Orders:
                 update_time=now,
                 trace_headers=trace_headers(),
             )
-            existing = await self._store.insert(order)
+            self._placing.add(order.id)
+            try:
+                existing = await self._store.insert(order)
+            finally:
+                # Nothing awaits from here until `_outcome` puts the saga in `_running`.
+                self._placing.discard(order.id)
         if existing.fingerprint != request.fingerprint():
             raise KeyReused(request.idempotency_key)
         result = existing if existing.terminal else await self._outcome(existing.id, request.card)
@@ -135,7 +143,7 @@ class Orders:
         stall); returns how many were started. Each continues its order's trace."""
         started = 0
         for order in await self._store.in_flight():
-            if order.id in self._running:
+            if order.id in self._running or order.id in self._placing:
                 continue
             with self._tracer.start_as_current_span(
                 "resume checkout saga",

@@ -49,7 +49,9 @@ def order_to_proto(order: Order) -> orders_pb2.Order:
         ],
         total=_money(order.total.currency_code, order.total.amount_minor),
         status=_STATUSES[order.status],
-        cancel_reason=order.cancel_reason,
+        # The saga records the reason when compensation starts; the contract
+        # shows it only once the order is CANCELLED.
+        cancel_reason=order.cancel_reason if order.status is Status.CANCELLED else "",
         payment_id=order.payment_id,
         create_time=_timestamp(order.create_time),
         update_time=_timestamp(order.update_time),
