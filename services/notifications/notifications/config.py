@@ -21,6 +21,10 @@ class NotificationsConfig:
     # another. None: a random key per process.
     page_token_key: bytes | None
     log_level: str
+    # Test only (NOTIFICATIONS_TEST_SKIP_ACK, never set in a deployment): store
+    # each notification but never ack its message, so an end-to-end test can
+    # kill the process between the two steps for certain.
+    skip_ack: bool = False
 
     @classmethod
     def from_env(cls, env: Env) -> NotificationsConfig:
@@ -34,4 +38,5 @@ class NotificationsConfig:
             ack_wait_s=env.number("NOTIFICATIONS_ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             page_token_key=env.hex_key("NOTIFICATIONS_PAGE_TOKEN_KEY"),
             log_level=env.log_level(),
+            skip_ack=env.flag("NOTIFICATIONS_TEST_SKIP_ACK", False),
         )

@@ -70,12 +70,14 @@ class OrderEventsConsumer:
         ack_wait_s: float = 30.0,
         tracer_provider: trace.TracerProvider | None = None,
         connect: Callable[..., Any] = nats.connect,
+        skip_ack: bool = False,
     ) -> None:
         self._url = nats_url
         self._notifications = notifications
         self._ack_wait_s = ack_wait_s
         self._tracer_provider = tracer_provider
         self._connect = connect
+        self._skip_ack = skip_ack  # test only: see NotificationsConfig.skip_ack
         self._client: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
         # Set once the durable consumer is bound: tests and logs can tell
@@ -199,6 +201,9 @@ class OrderEventsConsumer:
                 log.exception("storing event %s failed", notification.source_event_id)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
                 await message.nak(delay=1.0)
+                return
+            if self._skip_ack:
+                log.warning("test switch: event %s stored, not acked", notification.source_event_id)
                 return
             if not created:
                 log.info("event %s already processed: acking", notification.source_event_id)

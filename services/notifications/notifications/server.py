@@ -64,7 +64,11 @@ async def create_server(
         NotificationsServicer(notifications), mesh.server
     )
     consumer = OrderEventsConsumer(
-        config.nats_url, notifications, config.ack_wait_s, tracer_provider=tracer_provider
+        config.nats_url,
+        notifications,
+        config.ack_wait_s,
+        tracer_provider=tracer_provider,
+        skip_ack=config.skip_ack,
     )
     return NotificationsServer(
         mesh=mesh, store=store, notifications=notifications, consumer=consumer

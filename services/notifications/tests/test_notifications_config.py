@@ -16,6 +16,7 @@ def test_defaults() -> None:
     assert config.ack_wait_s == 30.0
     assert config.page_token_key is None
     assert config.log_level == "INFO"
+    assert config.skip_ack is False
 
 
 def test_every_variable_is_read() -> None:
@@ -28,6 +29,7 @@ def test_every_variable_is_read() -> None:
                 "NOTIFICATIONS_ACK_WAIT_SECONDS": "2.5",
                 "NOTIFICATIONS_PAGE_TOKEN_KEY": "ab" * 16,
                 "LOG_LEVEL": "debug",
+                "NOTIFICATIONS_TEST_SKIP_ACK": "true",
             }
         )
     )
@@ -37,6 +39,7 @@ def test_every_variable_is_read() -> None:
     assert config.ack_wait_s == 2.5
     assert config.page_token_key == bytes.fromhex("ab" * 16)
     assert config.log_level == "DEBUG"
+    assert config.skip_ack is True
 
 
 @pytest.mark.parametrize(
