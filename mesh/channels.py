@@ -30,12 +30,15 @@ class Channels:
         self,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         service_config: dict[str, Any] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        """`options` are extra gRPC channel arguments for every channel (message size limits)."""
         self._interceptors = list(interceptors)
         config = DEFAULT_SERVICE_CONFIG if service_config is None else service_config
         self._options = [
             ("grpc.service_config", json.dumps(config)),
             ("grpc.enable_retries", 1),
+            *options,
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
 

@@ -65,11 +65,13 @@ def build_server(
     config: ServerConfig,
     service_names: Sequence[str],
     interceptors: Sequence[ServerInterceptor] = (),
+    options: Sequence[tuple[str, Any]] = (),
 ) -> MeshServer:
     """Creates the server and binds its port; the caller adds its servicers.
 
     `interceptors` run outermost first (tracing goes here, so injected faults
-    and mapped errors are inside the server span).
+    and mapped errors are inside the server span). `options` are extra gRPC
+    channel arguments (the gateway's message size limits, say).
     """
     chain: list[ServerInterceptor] = [*interceptors, UnexpectedErrors()]
     if config.faults.enabled:
@@ -77,7 +79,7 @@ def build_server(
         chain.append(FaultInjection(config.faults))
     # SO_REUSEPORT off: a second process on a busy port must fail to start,
     # not silently share the traffic with whatever holds the port.
-    server = grpc.aio.server(interceptors=chain, options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=chain, options=[("grpc.so_reuseport", 0), *options])
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)

@@ -1,0 +1,115 @@
+"""GatewayConfig from environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DEMO_API_KEYS, GatewayConfig, override_variable, parse_api_keys
+from gateway.routes import Auth, Route
+from mesh.config import ConfigError, Env
+
+
+def test_defaults() -> None:
+    config = GatewayConfig.from_env(Env({}))
+    assert config.server.listen_addr == "0.0.0.0:8080"
+    assert [route.service for route in config.routes] == [
+        "shop.catalog.v1.CatalogService",
+        "shop.orders.v1.OrdersService",
+        "shop.notifications.v1.NotificationsService",
+    ]
+    assert config.max_message_bytes == 4 * 1024 * 1024
+    assert config.default_timeout_s is None
+    assert config.auth.issuer == "shopmesh-demo"
+    assert config.auth.audience == "shopmesh"
+    assert len(config.auth.jwt_key) >= 32
+    assert config.auth.api_keys == parse_api_keys(DEMO_API_KEYS)
+    assert config.rate.enabled
+    assert (config.rate.per_second, config.rate.burst) == (100.0, 200)
+    assert config.access_log
+    assert config.log_level == "INFO"
+
+
+def test_values_from_the_environment(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - {service: test.v1.Echo, upstream: echo:7000, auth: none}\n")
+    config = GatewayConfig.from_env(
+        Env(
+            {
+                "GRPC_LISTEN_ADDR": "127.0.0.1:0",
+                "GATEWAY_ROUTES_FILE": str(routes),
+                "GATEWAY_MAX_MESSAGE_BYTES": "1024",
+                "GATEWAY_DEFAULT_TIMEOUT_SECONDS": "2.5",
+                "GATEWAY_JWT_KEY": "k" * 40,
+                "GATEWAY_JWT_ISSUER": "me",
+                "GATEWAY_JWT_AUDIENCE": "you",
+                "GATEWAY_API_KEYS": "aaaaaaaaaaaaaaaa=alice, bbbbbbbbbbbbbbbb-_ = bob",
+                "GATEWAY_RATE_PER_SECOND": "0",
+                "GATEWAY_RATE_BURST": "3",
+                "GATEWAY_ACCESS_LOG": "false",
+                "LOG_LEVEL": "debug",
+            }
+        )
+    )
+    assert config.routes == (Route("test.v1.Echo", "echo:7000", Auth.NONE),)
+    assert config.max_message_bytes == 1024
+    assert config.default_timeout_s == 2.5
+    assert config.auth.jwt_key == b"k" * 40
+    assert (config.auth.issuer, config.auth.audience) == ("me", "you")
+    assert config.auth.api_keys == {"aaaaaaaaaaaaaaaa": "alice", "bbbbbbbbbbbbbbbb-_": "bob"}
+    assert not config.rate.enabled
+    assert config.rate.burst == 3
+    assert not config.access_log
+    assert config.log_level == "DEBUG"
+
+
+def test_a_relative_routes_file_is_relative_to_the_repository() -> None:
+    config = GatewayConfig.from_env(Env({"GATEWAY_ROUTES_FILE": "services/gateway/routes.yaml"}))
+    assert len(config.routes) == 3
+
+
+def test_api_keys_can_be_turned_off() -> None:
+    assert GatewayConfig.from_env(Env({"GATEWAY_API_KEYS": "None"})).auth.api_keys == {}
+
+
+def test_an_upstream_host_variable_replaces_its_targets() -> None:
+    assert override_variable("catalog") == "GATEWAY_UPSTREAM_CATALOG"
+    assert override_variable("my-svc.internal") == "GATEWAY_UPSTREAM_MY_SVC_INTERNAL"
+    config = GatewayConfig.from_env(
+        Env({"GATEWAY_UPSTREAM_CATALOG": "127.0.0.1:6001", "GATEWAY_UPSTREAM_PAYMENTS": "x:1"})
+    )
+    assert [route.upstream for route in config.routes] == [
+        "127.0.0.1:6001",
+        "orders:50052",
+        "notifications:50055",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_ROUTES_FILE", "/no/such/routes.yaml"),
+        ("GATEWAY_MAX_MESSAGE_BYTES", "0"),
+        ("GATEWAY_MAX_MESSAGE_BYTES", "4MiB"),
+        ("GATEWAY_DEFAULT_TIMEOUT_SECONDS", "-1"),
+        ("GATEWAY_JWT_KEY", "too-short"),
+        ("GATEWAY_API_KEYS", "short=alice"),
+        ("GATEWAY_API_KEYS", "aaaaaaaaaaaaaaaa"),
+        ("GATEWAY_API_KEYS", "aaaaaaaaaaaaaaaa=has space"),
+        ("GATEWAY_API_KEYS", "aaaaaaaaaaaaaaaa=a,aaaaaaaaaaaaaaaa=b"),
+        ("GATEWAY_API_KEYS", "aaaa.aaaa.aaaaaaaa=alice"),
+        ("GATEWAY_RATE_PER_SECOND", "-5"),
+        ("GATEWAY_RATE_PER_SECOND", "fast"),
+        ("GATEWAY_RATE_BURST", "0"),
+        ("GATEWAY_ACCESS_LOG", "maybe"),
+        ("GATEWAY_UPSTREAM_ORDERS", "orders"),
+        ("GRPC_LISTEN_ADDR", "8080"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable) as error:
+        GatewayConfig.from_env(Env({variable: value}))
+    if variable == "GATEWAY_API_KEYS":
+        assert "aaaaaaaaaaaaaaaa" not in str(error.value), "a key is a secret"
