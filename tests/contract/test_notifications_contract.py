@@ -243,6 +243,72 @@ async def test_stream_delivers_only_new_notifications_of_its_customer(mesh: Mesh
         call.cancel()
 
 
+def acting_for(customer: str) -> tuple[tuple[str, str], ...]:
+    """The metadata the gateway adds for a caller it authenticated as `customer`."""
+    return (("x-shop-subject", customer),)
+
+
+async def test_a_subject_lists_only_its_own_notifications(mesh: Mesh) -> None:
+    ada, bob = new_id("cus_ada"), new_id("cus_bob")
+    mine = await publish_confirmed(mesh.js, ada)
+    await publish_confirmed(mesh.js, bob)
+    await wait_for_event(mesh.stub, ada, mine.event_id)
+
+    reply = await mesh.stub.ListNotifications(
+        notifications_pb2.ListNotificationsRequest(customer_id=ada),
+        metadata=acting_for(ada),
+        timeout=5,
+    )
+    assert [n.source_event_id for n in reply.notifications] == [mine.event_id]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await mesh.stub.ListNotifications(
+            notifications_pb2.ListNotificationsRequest(customer_id=bob),
+            metadata=acting_for(ada),
+            timeout=5,
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.value.details() == f"customer_id: the caller acts for {ada!r}, not {bob!r}"
+    with pytest.raises(grpc.aio.AioRpcError) as invalid:  # malformed still wins
+        await mesh.stub.ListNotifications(
+            notifications_pb2.ListNotificationsRequest(customer_id=bob, page_size=101),
+            metadata=acting_for(ada),
+            timeout=5,
+        )
+    assert_invalid_field(invalid.value, "page_size")
+
+
+@pytest.mark.parametrize("customer", ["cus_someone_else", ""], ids=["another", "everyone"])
+async def test_a_subject_may_not_stream_another_customers_notifications(
+    mesh: Mesh, customer: str
+) -> None:
+    call = mesh.stub.StreamNotifications(
+        notifications_pb2.StreamNotificationsRequest(customer_id=customer),
+        metadata=acting_for("cus_a"),
+        timeout=WAIT_S,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await asyncio.wait_for(call.read(), WAIT_S)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (error.value.details() or "").startswith("customer_id: the caller acts for 'cus_a'")
+
+
+async def test_a_subject_streams_its_own_notifications(mesh: Mesh) -> None:
+    ada = new_id("cus_ada")
+    call = mesh.stub.StreamNotifications(
+        notifications_pb2.StreamNotificationsRequest(customer_id=ada),
+        metadata=acting_for(ada),
+        timeout=30,
+    )
+    try:
+        await asyncio.wait_for(call.initial_metadata(), WAIT_S)  # subscribed
+        mine = await publish_confirmed(mesh.js, ada)
+        reply = await asyncio.wait_for(call.read(), WAIT_S)
+        assert isinstance(reply, notifications_pb2.StreamNotificationsResponse)
+        assert reply.notification.source_event_id == mine.event_id
+    finally:
+        call.cancel()
+
+
 async def test_health_is_serving(mesh: Mesh) -> None:
     assert mesh.service.grpc_target is not None
     await assert_serving(mesh.service.grpc_target, SERVICE)

@@ -641,6 +641,105 @@ async def test_list_orders_invalid_arguments_name_the_field(shop: Shop) -> None:
     assert len(largest.orders) == 2
 
 
+# --- the caller's identity (the gateway's x-shop-subject) -----------------------
+
+
+def acting_for(customer: str) -> tuple[tuple[str, str], ...]:
+    """The metadata the gateway adds for a caller it authenticated as `customer`."""
+    return (("x-shop-subject", customer),)
+
+
+def assert_denied(error: grpc.aio.AioRpcError, field: str) -> None:
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert (error.details() or "").startswith(f"{field}: the caller acts for "), error.details()
+
+
+async def test_a_subject_places_lists_and_gets_only_its_own_orders(shop: Shop) -> None:
+    ada, bob = new_id("cus-ada"), new_id("cus-bob")
+    product_id = "prod-mug-stoneware"
+    before = await stock(shop, product_id)
+
+    # For another customer: refused before anything is reserved, charged or stored.
+    foreign = place_request([(product_id, 1)], customer=bob)
+    error = await error_of(
+        shop.orders.PlaceOrder(foreign, metadata=acting_for(ada), timeout=TIMEOUT_S)
+    )
+    assert_denied(error, "customer_id")
+    assert error.details() == f"customer_id: the caller acts for {ada!r}, not {bob!r}"
+    assert await list_orders(shop, bob) == []
+    assert await stock(shop, product_id) == before
+
+    # For its own customer: as without a subject.
+    mine = await shop.orders.PlaceOrder(
+        place_request([(product_id, 1)], customer=ada), metadata=acting_for(ada), timeout=TIMEOUT_S
+    )
+    order = mine.order
+    assert order.status == CONFIRMED, order.cancel_reason
+    listed = await shop.orders.ListOrders(
+        pb.ListOrdersRequest(customer_id=ada), metadata=acting_for(ada), timeout=TIMEOUT_S
+    )
+    assert list(listed.orders) == [order]
+    got = await shop.orders.GetOrder(
+        pb.GetOrderRequest(id=order.id), metadata=acting_for(ada), timeout=TIMEOUT_S
+    )
+    assert got.order == order
+
+    # Someone else's: ListOrders names the field, GetOrder does not name the owner.
+    error = await error_of(
+        shop.orders.ListOrders(
+            pb.ListOrdersRequest(customer_id=ada), metadata=acting_for(bob), timeout=TIMEOUT_S
+        )
+    )
+    assert_denied(error, "customer_id")
+    assert error.details() == f"customer_id: the caller acts for {bob!r}, not {ada!r}"
+    error = await error_of(
+        shop.orders.GetOrder(
+            pb.GetOrderRequest(id=order.id), metadata=acting_for(bob), timeout=TIMEOUT_S
+        )
+    )
+    assert_denied(error, "id")
+    assert ada not in (error.details() or "")
+
+
+async def test_a_malformed_request_is_invalid_whoever_the_caller_acts_for(shop: Shop) -> None:
+    cases: list[tuple[Any, str]] = [
+        (
+            shop.orders.PlaceOrder(
+                _invalid(email=""), metadata=acting_for("cus-a"), timeout=TIMEOUT_S
+            ),
+            "email",
+        ),
+        (
+            shop.orders.ListOrders(
+                pb.ListOrdersRequest(), metadata=acting_for("cus-a"), timeout=TIMEOUT_S
+            ),
+            "customer_id",
+        ),
+        (
+            shop.orders.ListOrders(
+                pb.ListOrdersRequest(customer_id="cus-b", page_size=-1),
+                metadata=acting_for("cus-a"),
+                timeout=TIMEOUT_S,
+            ),
+            "page_size",
+        ),
+        (
+            shop.orders.GetOrder(
+                pb.GetOrderRequest(), metadata=acting_for("cus-a"), timeout=TIMEOUT_S
+            ),
+            "id",
+        ),
+    ]
+    for call, field in cases:
+        assert_invalid_field(await error_of(call), field)
+    unknown = await error_of(
+        shop.orders.GetOrder(
+            pb.GetOrderRequest(id="ord-missing"), metadata=acting_for("cus-a"), timeout=TIMEOUT_S
+        )
+    )
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND, unknown
+
+
 # --- the process ---------------------------------------------------------------
 
 

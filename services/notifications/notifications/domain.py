@@ -4,6 +4,11 @@ An order event (`shop.events.v1`) becomes one `Notification` with a readable
 subject and body; `Notifications` records it once per `event_id`, announces
 new ones to live subscribers, and pages through a customer's history. The
 store is a protocol so tests can give it a list and the service SQLite.
+
+A read takes the caller's `subject` (`mesh.identity`): None for an internal
+caller, who may read any customer's notifications; otherwise only that
+customer's, and a request about another (or, for a stream, about every
+customer) is `NotYourCustomer`, checked after the request's own validation.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from mesh.identity import check_acts_for
 from mesh.paging import PageTokens, page_size
 from notifications.broadcast import Broadcaster
-from notifications.errors import InvalidArgument, InvalidEvent
+from notifications.errors import InvalidArgument, InvalidEvent, NotYourCustomer
 from shop.events.v1 import events_pb2
 
 MAX_CUSTOMER_ID_LENGTH = 128
@@ -142,6 +148,13 @@ def check_customer_id(customer_id: str, *, required: bool) -> None:
         raise InvalidArgument("customer_id", f"must be at most {MAX_CUSTOMER_ID_LENGTH} characters")
 
 
+def check_stream_request(customer_id: str, subject: str | None) -> None:
+    """A StreamNotifications request: `customer_id` is optional (empty means
+    every customer's), but a caller with a subject may stream only its own."""
+    check_customer_id(customer_id, required=False)
+    check_acts_for(subject, "customer_id", customer_id, NotYourCustomer)
+
+
 class Notifications:
     def __init__(
         self,
@@ -170,12 +183,13 @@ class Notifications:
         return created
 
     async def list_notifications(
-        self, customer_id: str, requested_size: int, page_token: str
+        self, customer_id: str, requested_size: int, page_token: str, *, subject: str | None = None
     ) -> Page:
         check_customer_id(customer_id, required=True)
         size = page_size(requested_size)
         scope = "customer:" + customer_id
         offset = self._tokens.offset(page_token, scope=scope)
+        check_acts_for(subject, "customer_id", customer_id, NotYourCustomer)
         # One extra row tells whether a next page exists without a COUNT.
         rows = await self._store.list(customer_id, offset, size + 1)
         if len(rows) <= size:

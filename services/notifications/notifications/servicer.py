@@ -2,7 +2,9 @@
 
 ListNotifications maps domain errors through `notifications.errors.STATUSES`.
 StreamNotifications is server streaming, which `maps_errors` does not wrap,
-so it validates its request and ends its stream itself.
+so it checks its request and ends its stream itself, through the same table.
+Both pass the caller's subject (`mesh.identity`, from the gateway) to the
+domain, which refuses a request about another customer.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from mesh.status import Context, abort, bad_request, maps_errors
+from mesh.identity import subject
+from mesh.status import Context, abort_for, maps_errors
 from notifications.broadcast import SubscriptionEnded
-from notifications.domain import Kind, Notification, Notifications, check_customer_id
-from notifications.errors import STATUSES, InvalidArgument
+from notifications.domain import Kind, Notification, Notifications, check_stream_request
+from notifications.errors import STATUSES, InvalidArgument, NotYourCustomer
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 
 _KINDS = {
@@ -49,7 +52,10 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
         self, request: notifications_pb2.ListNotificationsRequest, context: Context
     ) -> notifications_pb2.ListNotificationsResponse:
         page = await self._notifications.list_notifications(
-            request.customer_id, request.page_size, request.page_token
+            request.customer_id,
+            request.page_size,
+            request.page_token,
+            subject=subject(context.invocation_metadata()),
         )
         return notifications_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(n) for n in page.notifications],
@@ -60,9 +66,9 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
         self, request: notifications_pb2.StreamNotificationsRequest, context: Context
     ) -> AsyncIterator[notifications_pb2.StreamNotificationsResponse]:
         try:
-            check_customer_id(request.customer_id, required=False)
-        except InvalidArgument as error:
-            await abort(context, bad_request(error.field, error.problem))
+            check_stream_request(request.customer_id, subject(context.invocation_metadata()))
+        except (InvalidArgument, NotYourCustomer) as error:
+            await abort_for(context, error, STATUSES)
         broadcaster = self._notifications.broadcaster
         with broadcaster.subscribe(request.customer_id or None) as subscription:
             # Headers go out only once the subscription exists: a client that

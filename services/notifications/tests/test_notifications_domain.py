@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 
+from mesh.identity import ActsForAnotherCustomer
 from mesh.paging import PageTokens
-from mesh.status import InvalidField
+from mesh.status import InvalidField, status_code
 from notifications.broadcast import Broadcaster
 from notifications.domain import (
     Kind,
     Notification,
     Notifications,
+    check_stream_request,
     format_money,
     from_order_cancelled,
     from_order_confirmed,
 )
-from notifications.errors import InvalidEvent
+from notifications.errors import STATUSES, InvalidArgument, InvalidEvent, NotYourCustomer
 from shop.common.v1.common_pb2 import Money
 from shop.events.v1 import events_pb2
 
@@ -196,3 +199,58 @@ async def test_a_malformed_or_forged_token_is_invalid(token: str) -> None:
     with pytest.raises(InvalidField) as caught:
         await service().list_notifications("cus_a", 1, token)
     assert caught.value.field == "page_token"
+
+
+# --- a caller acting for one customer (the gateway's subject) -------------------
+
+
+async def test_list_for_a_subject_is_its_own_customers_only() -> None:
+    notifications = service()
+    await add_confirmations(notifications, "cus_a", 2)
+    await add_confirmations(notifications, "cus_b", 2)
+    for subject in (None, "cus_a"):  # an internal caller, or cus_a itself
+        page = await notifications.list_notifications("cus_a", 10, "", subject=subject)
+        assert len(page.notifications) == 2
+    token = (await notifications.list_notifications("cus_b", 1, "")).next_page_token
+    for page_token in ("", token):  # a genuine token of cus_b's does not help
+        with pytest.raises(NotYourCustomer) as caught:
+            await notifications.list_notifications("cus_b", 1, page_token, subject="cus_a")
+        assert caught.value.field == "customer_id"
+        assert str(caught.value) == "customer_id: the caller acts for 'cus_a', not 'cus_b'"
+
+
+@pytest.mark.parametrize(
+    ("customer", "size", "token", "field"),
+    [
+        ("", 0, "", "customer_id"),
+        ("cus_b", 101, "", "page_size"),
+        ("cus_b", 0, "%%%", "page_token"),
+    ],
+)
+async def test_a_bad_list_request_is_invalid_whoever_the_caller_acts_for(
+    customer: str, size: int, token: str, field: str
+) -> None:
+    with pytest.raises(InvalidField) as caught:
+        await service().list_notifications(customer, size, token, subject="cus_a")
+    assert caught.value.field == field
+
+
+def test_a_stream_for_a_subject_is_its_own_customers_only() -> None:
+    check_stream_request("", None)  # an internal caller may watch every customer
+    check_stream_request("cus_b", None)
+    check_stream_request("cus_a", "cus_a")
+    with pytest.raises(NotYourCustomer) as other:
+        check_stream_request("cus_b", "cus_a")
+    assert str(other.value) == "customer_id: the caller acts for 'cus_a', not 'cus_b'"
+    with pytest.raises(NotYourCustomer) as everyone:
+        check_stream_request("", "cus_a")
+    assert str(everyone.value) == "customer_id: the caller acts for 'cus_a', not every customer"
+    with pytest.raises(InvalidArgument) as overlong:  # malformed wins
+        check_stream_request("c" * 129, "cus_a")
+    assert overlong.value.field == "customer_id"
+
+
+def test_acting_for_another_customer_is_permission_denied() -> None:
+    error = NotYourCustomer("customer_id", "the caller acts for 'cus_a', not 'cus_b'")
+    assert isinstance(error, ActsForAnotherCustomer)
+    assert status_code(error, STATUSES) == grpc.StatusCode.PERMISSION_DENIED

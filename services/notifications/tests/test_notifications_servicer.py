@@ -17,6 +17,7 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from mesh.identity import SUBJECT_HEADER
 from mesh.interceptors import FaultConfig
 from mesh.server import ServerConfig, start
 from notifications.config import NotificationsConfig
@@ -152,3 +153,64 @@ async def test_stream_ends_unavailable_when_the_server_shuts_down(running: Runni
         await asyncio.wait_for(call.read(), WAIT)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error.value.details() == "server shutting down"
+
+
+async def test_list_for_another_customer_than_the_subject_is_permission_denied(
+    running: Running,
+) -> None:
+    await running.server.notifications.record(note(1, "cus_a"))
+    await running.server.notifications.record(note(2, "cus_b"))
+    as_a = ((SUBJECT_HEADER, "cus_a"),)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await running.stub.ListNotifications(
+            notifications_pb2.ListNotificationsRequest(customer_id="cus_b"),
+            metadata=as_a,
+            timeout=WAIT,
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.value.details() == "customer_id: the caller acts for 'cus_a', not 'cus_b'"
+    reply = await running.stub.ListNotifications(
+        notifications_pb2.ListNotificationsRequest(customer_id="cus_a"),
+        metadata=as_a,
+        timeout=WAIT,
+    )
+    assert [n.id for n in reply.notifications] == ["ntf_001"]
+
+
+async def test_an_empty_subject_acts_for_nobody(running: Running) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await running.stub.ListNotifications(
+            notifications_pb2.ListNotificationsRequest(customer_id="cus_a"),
+            metadata=((SUBJECT_HEADER, ""),),
+            timeout=WAIT,
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("customer", ["cus_b", ""])
+async def test_stream_of_another_customer_or_of_all_is_permission_denied(
+    running: Running, customer: str
+) -> None:
+    call = running.stub.StreamNotifications(
+        notifications_pb2.StreamNotificationsRequest(customer_id=customer),
+        metadata=((SUBJECT_HEADER, "cus_a"),),
+        timeout=WAIT,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await asyncio.wait_for(call.read(), WAIT)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (error.value.details() or "").startswith("customer_id: the caller acts for 'cus_a'")
+
+
+async def test_stream_of_the_subjects_own_customer_delivers(running: Running) -> None:
+    call = running.stub.StreamNotifications(
+        notifications_pb2.StreamNotificationsRequest(customer_id="cus_a"),
+        metadata=((SUBJECT_HEADER, "cus_a"),),
+        timeout=WAIT,
+    )
+    await asyncio.wait_for(call.initial_metadata(), WAIT)  # subscribed
+    await running.server.notifications.record(note(1, "cus_a"))
+    reply = await asyncio.wait_for(call.read(), WAIT)
+    assert isinstance(reply, notifications_pb2.StreamNotificationsResponse)
+    assert reply.notification.customer_id == "cus_a"
+    call.cancel()

@@ -8,6 +8,12 @@ retry with the same key, the resumer) awaits that same task. The task is
 shielded, so a client that hangs up does not stop a saga halfway. While a
 new order is being stored its id is in `_placing`, so the resumer does not
 take its saga (without the card) from the PlaceOrder about to drive it.
+
+Each use case takes the caller's `subject` (`mesh.identity`): None for an
+internal caller, who may act for any customer; otherwise the one customer
+the gateway vouches for, and a request about another is `NotYourCustomer`.
+That check comes after the request's own validation (an INVALID_ARGUMENT
+still wins) and before anything is read on the other customer's behalf.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from mesh.events import extract_context, trace_headers
+from mesh.identity import check_acts_for, check_owner
 from mesh.paging import PageTokens, page_size
 from orders.card import Card
 from orders.domain import (
@@ -35,7 +42,7 @@ from orders.domain import (
     priced_items,
     utcnow,
 )
-from orders.errors import KeyReused, NotSellable, OrderNotFound, Unreachable
+from orders.errors import KeyReused, NotSellable, NotYourCustomer, OrderNotFound, Unreachable
 from orders.ports import Catalog
 from orders.saga import Saga
 
@@ -75,12 +82,13 @@ class Orders:
         self._running: dict[str, asyncio.Task[Order]] = {}
         self._placing: set[str] = set()
 
-    async def place_order(self, request: PlaceOrder) -> Order:
+    async def place_order(self, request: PlaceOrder, *, subject: str | None = None) -> Order:
         """The order after its saga; the first order placed with this key on a retry.
 
         Raises Unreachable when an upstream's silence cancelled the order, or
         left it pending (the resumer finishes it later).
         """
+        check_acts_for(subject, "customer_id", request.customer_id, NotYourCustomer)
         existing = await self._store.by_key(request.idempotency_key)
         if existing is None:
             product_ids = [line.product_id for line in request.lines]
@@ -163,18 +171,22 @@ class Orders:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def get_order(self, order_id: str) -> Order:
+    async def get_order(self, order_id: str, *, subject: str | None = None) -> Order:
         check_order_id(order_id)
         order = await self._store.get(order_id)
         if order is None:
             raise OrderNotFound(order_id)
+        check_owner(subject, "id", f"order {order_id!r}", order.customer_id, NotYourCustomer)
         return order
 
-    async def list_orders(self, customer_id: str, requested_size: int, page_token: str) -> Page:
+    async def list_orders(
+        self, customer_id: str, requested_size: int, page_token: str, *, subject: str | None = None
+    ) -> Page:
         check_customer_id(customer_id)
         size = page_size(requested_size)
         scope = "customer:" + customer_id
         offset = self._tokens.offset(page_token, scope=scope)
+        check_acts_for(subject, "customer_id", customer_id, NotYourCustomer)
         # One extra row tells whether a next page exists without a COUNT.
         rows = await self._store.by_customer(customer_id, offset, size + 1)
         if len(rows) <= size:

@@ -2,6 +2,9 @@
 
 OrdersError                 base class, never raised itself
 ├── InvalidArgument         a request field is wrong                 -> INVALID_ARGUMENT
+├── NotYourCustomer         the caller acts for another customer     -> PERMISSION_DENIED
+│   (a mesh.identity.ActsForAnotherCustomer: the request names, or its id
+│   finds, another customer than the gateway's `x-shop-subject`)
 ├── OrderNotFound           no order has that id                     -> NOT_FOUND
 ├── ProductNotFound         a line names a product catalog lacks     -> NOT_FOUND
 ├── KeyReused               idempotency_key sent with another request -> FAILED_PRECONDITION
@@ -17,6 +20,7 @@ error: the order ends CANCELLED with a reason, and PlaceOrder returns it.
 
 import grpc
 
+from mesh.identity import ActsForAnotherCustomer
 from mesh.status import InvalidField, StatusTable
 
 
@@ -26,6 +30,10 @@ class OrdersError(Exception):
 
 class InvalidArgument(InvalidField, OrdersError):
     """A request field is malformed; `field` names it as in the contract."""
+
+
+class NotYourCustomer(ActsForAnotherCustomer, OrdersError):
+    """The caller acts for one customer and the request is about another."""
 
 
 class OrderNotFound(OrdersError):
@@ -59,6 +67,7 @@ class Unreachable(OrdersError):
 STATUSES: StatusTable = {
     # Ours, and those of mesh.paging (page_size, page_token).
     InvalidField: grpc.StatusCode.INVALID_ARGUMENT,
+    ActsForAnotherCustomer: grpc.StatusCode.PERMISSION_DENIED,
     OrderNotFound: grpc.StatusCode.NOT_FOUND,
     ProductNotFound: grpc.StatusCode.NOT_FOUND,
     KeyReused: grpc.StatusCode.FAILED_PRECONDITION,

@@ -1,6 +1,8 @@
 """gRPC face of the orders service: protobuf in, domain call, protobuf out.
 
-Every domain error maps to one status through `orders.errors.STATUSES`.
+Every domain error maps to one status through `orders.errors.STATUSES`. The
+caller's subject (`mesh.identity`, from the gateway) goes to every use case,
+which refuses a request about another customer.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from mesh.identity import subject
 from mesh.status import Context, maps_errors
 from orders.card import Card
 from orders.checkout import Orders
@@ -77,14 +80,18 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
             else Card(card.number, card.expiry_month, card.expiry_year, card.cvc, card.holder_name),
             datetime.now(UTC),
         )
-        order = await self._orders.place_order(place)
+        order = await self._orders.place_order(
+            place, subject=subject(context.invocation_metadata())
+        )
         return orders_pb2.PlaceOrderResponse(order=order_to_proto(order))
 
     @maps_errors(STATUSES)
     async def GetOrder(  # noqa: N802
         self, request: orders_pb2.GetOrderRequest, context: Context
     ) -> orders_pb2.GetOrderResponse:
-        order = await self._orders.get_order(request.id)
+        order = await self._orders.get_order(
+            request.id, subject=subject(context.invocation_metadata())
+        )
         return orders_pb2.GetOrderResponse(order=order_to_proto(order))
 
     @maps_errors(STATUSES)
@@ -92,7 +99,10 @@ class OrdersServicer(orders_pb2_grpc.OrdersServiceServicer):
         self, request: orders_pb2.ListOrdersRequest, context: Context
     ) -> orders_pb2.ListOrdersResponse:
         page = await self._orders.list_orders(
-            request.customer_id, request.page_size, request.page_token
+            request.customer_id,
+            request.page_size,
+            request.page_token,
+            subject=subject(context.invocation_metadata()),
         )
         return orders_pb2.ListOrdersResponse(
             orders=[order_to_proto(o) for o in page.orders], next_page_token=page.next_page_token

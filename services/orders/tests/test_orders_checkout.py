@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 
+from mesh.identity import ActsForAnotherCustomer
 from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageTokens
-from mesh.status import InvalidField
+from mesh.status import InvalidField, status_code
 from orders.card import Card
 from orders.checkout import Orders
 from orders.domain import (
@@ -25,9 +27,11 @@ from orders.domain import (
     check_place_order,
 )
 from orders.errors import (
+    STATUSES,
     InvalidArgument,
     KeyReused,
     NotSellable,
+    NotYourCustomer,
     OrderNotFound,
     ProductNotFound,
     Unreachable,
@@ -419,6 +423,88 @@ async def test_get_order(world: World) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await world.orders.get_order("")
     assert caught.value.field == "id"
+
+
+# --- a caller acting for one customer (the gateway's subject) -------------------
+
+
+async def test_without_a_subject_any_customer_may_be_named(world: World) -> None:
+    placed = await world.orders.place_order(request(customer="cus-b"), subject=None)
+    assert await world.orders.get_order(placed.id, subject=None) == placed
+    page = await world.orders.list_orders("cus-b", 10, "", subject=None)
+    assert page.orders == [placed]
+
+
+async def test_a_subject_may_act_for_its_own_customer(world: World) -> None:
+    placed = await world.orders.place_order(request(customer="cus-a"), subject="cus-a")
+    assert placed.status is Status.CONFIRMED
+    assert await world.orders.get_order(placed.id, subject="cus-a") == placed
+    assert (await world.orders.list_orders("cus-a", 10, "", subject="cus-a")).orders == [placed]
+
+
+async def test_a_subject_may_not_place_an_order_for_another_customer(world: World) -> None:
+    with pytest.raises(NotYourCustomer) as caught:
+        await world.orders.place_order(request(customer="cus-b"), subject="cus-a")
+    assert caught.value.field == "customer_id"
+    assert str(caught.value) == "customer_id: the caller acts for 'cus-a', not 'cus-b'"
+    assert await world.store.by_key("key-1") is None
+    assert world.catalog.calls == []  # refused before anything was asked of anyone
+    assert world.inventory.calls == []
+
+
+async def test_a_subject_may_not_replay_another_customers_order(world: World) -> None:
+    placed = await world.orders.place_order(request(customer="cus-b"))
+    with pytest.raises(NotYourCustomer):  # the same request, key included, from cus-a
+        await world.orders.place_order(request(customer="cus-b"), subject="cus-a")
+    assert world.payments.count("charge") == 1
+    assert await world.store.by_key("key-1") == placed
+
+
+async def test_a_subject_may_not_list_another_customers_orders(world: World) -> None:
+    for minute in range(2):
+        at = NOW + timedelta(minutes=minute)
+        await world.store.insert(stored_order(f"ord-b{minute}", Step.CONFIRMED, "cus-b", at))
+    token = (await world.orders.list_orders("cus-b", 1, "")).next_page_token
+    assert token
+    for page_token in ("", token):  # a genuine token of cus-b's does not help
+        with pytest.raises(NotYourCustomer) as caught:
+            await world.orders.list_orders("cus-b", 1, page_token, subject="cus-a")
+    assert caught.value.field == "customer_id"
+    assert str(caught.value) == "customer_id: the caller acts for 'cus-a', not 'cus-b'"
+
+
+async def test_a_subject_may_not_get_another_customers_order(world: World) -> None:
+    await world.store.insert(stored_order("ord-b", Step.CONFIRMED, customer="cus-b-secret"))
+    with pytest.raises(NotYourCustomer) as caught:
+        await world.orders.get_order("ord-b", subject="cus-a")
+    assert caught.value.field == "id"
+    assert str(caught.value).startswith("id: the caller acts for 'cus-a'")
+    assert "cus-b-secret" not in str(caught.value)  # the owner is not revealed
+
+
+async def test_invalid_and_unknown_still_win_over_a_foreign_subject(world: World) -> None:
+    """A malformed request is INVALID_ARGUMENT and an unknown order NOT_FOUND,
+    whoever the caller acts for, as without a subject."""
+    with pytest.raises(InvalidArgument) as empty:
+        await world.orders.list_orders("", 10, "", subject="cus-a")
+    assert empty.value.field == "customer_id"
+    with pytest.raises(InvalidField) as size:
+        await world.orders.list_orders("cus-b", -1, "", subject="cus-a")
+    assert size.value.field == "page_size"
+    with pytest.raises(InvalidField) as token:
+        await world.orders.list_orders("cus-b", 10, "%%%", subject="cus-a")
+    assert token.value.field == "page_token"
+    with pytest.raises(InvalidArgument) as no_id:
+        await world.orders.get_order("", subject="cus-a")
+    assert no_id.value.field == "id"
+    with pytest.raises(OrderNotFound):
+        await world.orders.get_order("ord-404", subject="cus-a")
+
+
+def test_acting_for_another_customer_is_permission_denied() -> None:
+    error = NotYourCustomer("customer_id", "the caller acts for 'cus-a', not 'cus-b'")
+    assert isinstance(error, ActsForAnotherCustomer)
+    assert status_code(error, STATUSES) == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_resume_drives_unfinished_orders_without_a_card(world: World) -> None:
