@@ -36,12 +36,15 @@ type NotificationsServiceClient interface {
 	// Lists a customer's notifications, newest first, one page at a time.
 	// Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
 	// negative or above 100, or if `page_token` is malformed, tampered with or
-	// was issued for another customer.
+	// was issued for another customer; PERMISSION_DENIED if the caller
+	// authenticated at the gateway as another customer than `customer_id`.
 	ListNotifications(ctx context.Context, in *ListNotificationsRequest, opts ...grpc.CallOption) (*ListNotificationsResponse, error)
 	// Streams notifications as they are created, until the client cancels.
 	// With `customer_id` set, only that customer's. Nothing already stored is
 	// replayed: use ListNotifications for history.
-	// Returns UNAVAILABLE when the server shuts down; clients reconnect.
+	// Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+	// another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+	// when the server shuts down; clients reconnect.
 	StreamNotifications(ctx context.Context, in *StreamNotificationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamNotificationsResponse], error)
 }
 
@@ -93,12 +96,15 @@ type NotificationsServiceServer interface {
 	// Lists a customer's notifications, newest first, one page at a time.
 	// Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
 	// negative or above 100, or if `page_token` is malformed, tampered with or
-	// was issued for another customer.
+	// was issued for another customer; PERMISSION_DENIED if the caller
+	// authenticated at the gateway as another customer than `customer_id`.
 	ListNotifications(context.Context, *ListNotificationsRequest) (*ListNotificationsResponse, error)
 	// Streams notifications as they are created, until the client cancels.
 	// With `customer_id` set, only that customer's. Nothing already stored is
 	// replayed: use ListNotifications for history.
-	// Returns UNAVAILABLE when the server shuts down; clients reconnect.
+	// Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+	// another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+	// when the server shuts down; clients reconnect.
 	StreamNotifications(*StreamNotificationsRequest, grpc.ServerStreamingServer[StreamNotificationsResponse]) error
 	mustEmbedUnimplementedNotificationsServiceServer()
 }

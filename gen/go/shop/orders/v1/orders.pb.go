@@ -99,7 +99,8 @@ type Order struct {
 	Status OrderStatus `protobuf:"varint,6,opt,name=status,proto3,enum=shop.orders.v1.OrderStatus" json:"status,omitempty"`
 	// Why the order was cancelled; empty unless status is CANCELLED.
 	CancelReason string `protobuf:"bytes,7,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
-	// The payment, once the card was charged.
+	// The payment of the order's charge: charged (refunded if the order was
+	// then cancelled) or declined; empty if no charge was attempted.
 	PaymentId string `protobuf:"bytes,8,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
 	// When the order was placed.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`

@@ -42,20 +42,26 @@ type OrdersServiceClient interface {
 	// Places an order and runs the checkout saga to its end. Idempotent by
 	// `idempotency_key`: a retry returns the order placed by the first call.
 	// Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-	// is empty or malformed, if `items` is empty, a `product_id` is empty or
-	// repeated, a `quantity` is not positive, or the card is invalid (the field
-	// is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-	// `idempotency_key` was already used with a different request;
-	// UNAVAILABLE if a service the saga needs could not be reached (the order
-	// is then cancelled and compensated).
+	// is empty or malformed, if `lines` is empty or has more than 50 lines, a
+	// `product_id` is empty or repeated, a `quantity` is not between 1 and
+	// 1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+	// the caller authenticated at the gateway as another customer than
+	// `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+	// `idempotency_key` was already used with a different request, or if the
+	// products are priced in different currencies; UNAVAILABLE if a service
+	// the saga needs could not be reached (the order is then cancelled and
+	// compensated).
 	PlaceOrder(ctx context.Context, in *PlaceOrderRequest, opts ...grpc.CallOption) (*PlaceOrderResponse, error)
 	// Gets one order.
-	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+	// PERMISSION_DENIED if the caller authenticated at the gateway as another
+	// customer than the order's.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
 	// Lists a customer's orders, newest first, one page at a time.
 	// Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
 	// negative or above 100, or if `page_token` is malformed, tampered with or
-	// was issued for another customer.
+	// was issued for another customer; PERMISSION_DENIED if the caller
+	// authenticated at the gateway as another customer than `customer_id`.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 }
 
@@ -113,20 +119,26 @@ type OrdersServiceServer interface {
 	// Places an order and runs the checkout saga to its end. Idempotent by
 	// `idempotency_key`: a retry returns the order placed by the first call.
 	// Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-	// is empty or malformed, if `items` is empty, a `product_id` is empty or
-	// repeated, a `quantity` is not positive, or the card is invalid (the field
-	// is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-	// `idempotency_key` was already used with a different request;
-	// UNAVAILABLE if a service the saga needs could not be reached (the order
-	// is then cancelled and compensated).
+	// is empty or malformed, if `lines` is empty or has more than 50 lines, a
+	// `product_id` is empty or repeated, a `quantity` is not between 1 and
+	// 1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+	// the caller authenticated at the gateway as another customer than
+	// `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+	// `idempotency_key` was already used with a different request, or if the
+	// products are priced in different currencies; UNAVAILABLE if a service
+	// the saga needs could not be reached (the order is then cancelled and
+	// compensated).
 	PlaceOrder(context.Context, *PlaceOrderRequest) (*PlaceOrderResponse, error)
 	// Gets one order.
-	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+	// Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+	// PERMISSION_DENIED if the caller authenticated at the gateway as another
+	// customer than the order's.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
 	// Lists a customer's orders, newest first, one page at a time.
 	// Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
 	// negative or above 100, or if `page_token` is malformed, tampered with or
-	// was issued for another customer.
+	// was issued for another customer; PERMISSION_DENIED if the caller
+	// authenticated at the gateway as another customer than `customer_id`.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	mustEmbedUnimplementedOrdersServiceServer()
 }

@@ -59,7 +59,8 @@ class NotificationsServiceServicer:
         """Lists a customer's notifications, newest first, one page at a time.
         Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
         negative or above 100, or if `page_token` is malformed, tampered with or
-        was issued for another customer.
+        was issued for another customer; PERMISSION_DENIED if the caller
+        authenticated at the gateway as another customer than `customer_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,7 +70,9 @@ class NotificationsServiceServicer:
         """Streams notifications as they are created, until the client cancels.
         With `customer_id` set, only that customer's. Nothing already stored is
         replayed: use ListNotifications for history.
-        Returns UNAVAILABLE when the server shuts down; clients reconnect.
+        Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+        another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+        when the server shuts down; clients reconnect.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,13 +40,16 @@ class NotificationsServiceStub:
     """Lists a customer's notifications, newest first, one page at a time.
     Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
     negative or above 100, or if `page_token` is malformed, tampered with or
-    was issued for another customer.
+    was issued for another customer; PERMISSION_DENIED if the caller
+    authenticated at the gateway as another customer than `customer_id`.
     """
     StreamNotifications: _grpc.UnaryStreamMultiCallable[_notifications_pb2.StreamNotificationsRequest, _notifications_pb2.StreamNotificationsResponse]
     """Streams notifications as they are created, until the client cancels.
     With `customer_id` set, only that customer's. Nothing already stored is
     replayed: use ListNotifications for history.
-    Returns UNAVAILABLE when the server shuts down; clients reconnect.
+    Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+    another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+    when the server shuts down; clients reconnect.
     """
 
 @_typing.type_check_only
@@ -61,13 +64,16 @@ class NotificationsServiceAsyncStub(NotificationsServiceStub):
     """Lists a customer's notifications, newest first, one page at a time.
     Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
     negative or above 100, or if `page_token` is malformed, tampered with or
-    was issued for another customer.
+    was issued for another customer; PERMISSION_DENIED if the caller
+    authenticated at the gateway as another customer than `customer_id`.
     """
     StreamNotifications: _aio.UnaryStreamMultiCallable[_notifications_pb2.StreamNotificationsRequest, _notifications_pb2.StreamNotificationsResponse]  # type: ignore[assignment]
     """Streams notifications as they are created, until the client cancels.
     With `customer_id` set, only that customer's. Nothing already stored is
     replayed: use ListNotifications for history.
-    Returns UNAVAILABLE when the server shuts down; clients reconnect.
+    Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+    another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+    when the server shuts down; clients reconnect.
     """
 
 class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -85,7 +91,8 @@ class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a customer's notifications, newest first, one page at a time.
         Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
         negative or above 100, or if `page_token` is malformed, tampered with or
-        was issued for another customer.
+        was issued for another customer; PERMISSION_DENIED if the caller
+        authenticated at the gateway as another customer than `customer_id`.
         """
 
     @_abc_1.abstractmethod
@@ -97,7 +104,9 @@ class NotificationsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams notifications as they are created, until the client cancels.
         With `customer_id` set, only that customer's. Nothing already stored is
         replayed: use ListNotifications for history.
-        Returns UNAVAILABLE when the server shuts down; clients reconnect.
+        Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+        another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+        when the server shuts down; clients reconnect.
         """
 
 def add_NotificationsServiceServicer_to_server(servicer: NotificationsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

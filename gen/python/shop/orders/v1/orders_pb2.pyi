@@ -76,7 +76,9 @@ class Order(_message.Message):
     cancel_reason: _builtins.str
     """Why the order was cancelled; empty unless status is CANCELLED."""
     payment_id: _builtins.str
-    """The payment, once the card was charged."""
+    """The payment of the order's charge: charged (refunded if the order was
+    then cancelled) or declined; empty if no charge was attempted.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]:
         """What was ordered, with the price at the time of ordering."""

@@ -45,22 +45,28 @@ class OrdersServiceStub:
     """Places an order and runs the checkout saga to its end. Idempotent by
     `idempotency_key`: a retry returns the order placed by the first call.
     Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-    is empty or malformed, if `items` is empty, a `product_id` is empty or
-    repeated, a `quantity` is not positive, or the card is invalid (the field
-    is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-    `idempotency_key` was already used with a different request;
-    UNAVAILABLE if a service the saga needs could not be reached (the order
-    is then cancelled and compensated).
+    is empty or malformed, if `lines` is empty or has more than 50 lines, a
+    `product_id` is empty or repeated, a `quantity` is not between 1 and
+    1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+    the caller authenticated at the gateway as another customer than
+    `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+    `idempotency_key` was already used with a different request, or if the
+    products are priced in different currencies; UNAVAILABLE if a service
+    the saga needs could not be reached (the order is then cancelled and
+    compensated).
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.GetOrderResponse]
     """Gets one order.
-    Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+    Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+    PERMISSION_DENIED if the caller authenticated at the gateway as another
+    customer than the order's.
     """
     ListOrders: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]
     """Lists a customer's orders, newest first, one page at a time.
     Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
     negative or above 100, or if `page_token` is malformed, tampered with or
-    was issued for another customer.
+    was issued for another customer; PERMISSION_DENIED if the caller
+    authenticated at the gateway as another customer than `customer_id`.
     """
 
 @_typing.type_check_only
@@ -80,22 +86,28 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     """Places an order and runs the checkout saga to its end. Idempotent by
     `idempotency_key`: a retry returns the order placed by the first call.
     Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-    is empty or malformed, if `items` is empty, a `product_id` is empty or
-    repeated, a `quantity` is not positive, or the card is invalid (the field
-    is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-    `idempotency_key` was already used with a different request;
-    UNAVAILABLE if a service the saga needs could not be reached (the order
-    is then cancelled and compensated).
+    is empty or malformed, if `lines` is empty or has more than 50 lines, a
+    `product_id` is empty or repeated, a `quantity` is not between 1 and
+    1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+    the caller authenticated at the gateway as another customer than
+    `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+    `idempotency_key` was already used with a different request, or if the
+    products are priced in different currencies; UNAVAILABLE if a service
+    the saga needs could not be reached (the order is then cancelled and
+    compensated).
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.GetOrderResponse]  # type: ignore[assignment]
     """Gets one order.
-    Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+    Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+    PERMISSION_DENIED if the caller authenticated at the gateway as another
+    customer than the order's.
     """
     ListOrders: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListOrdersRequest, _orders_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """Lists a customer's orders, newest first, one page at a time.
     Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
     negative or above 100, or if `page_token` is malformed, tampered with or
-    was issued for another customer.
+    was issued for another customer; PERMISSION_DENIED if the caller
+    authenticated at the gateway as another customer than `customer_id`.
     """
 
 class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -118,12 +130,15 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """Places an order and runs the checkout saga to its end. Idempotent by
         `idempotency_key`: a retry returns the order placed by the first call.
         Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-        is empty or malformed, if `items` is empty, a `product_id` is empty or
-        repeated, a `quantity` is not positive, or the card is invalid (the field
-        is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-        `idempotency_key` was already used with a different request;
-        UNAVAILABLE if a service the saga needs could not be reached (the order
-        is then cancelled and compensated).
+        is empty or malformed, if `lines` is empty or has more than 50 lines, a
+        `product_id` is empty or repeated, a `quantity` is not between 1 and
+        1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+        the caller authenticated at the gateway as another customer than
+        `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+        `idempotency_key` was already used with a different request, or if the
+        products are priced in different currencies; UNAVAILABLE if a service
+        the saga needs could not be reached (the order is then cancelled and
+        compensated).
         """
 
     @_abc_1.abstractmethod
@@ -133,7 +148,9 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.GetOrderResponse, _abc.Awaitable[_orders_pb2.GetOrderResponse]]:
         """Gets one order.
-        Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+        Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+        PERMISSION_DENIED if the caller authenticated at the gateway as another
+        customer than the order's.
         """
 
     @_abc_1.abstractmethod
@@ -145,7 +162,8 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a customer's orders, newest first, one page at a time.
         Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
         negative or above 100, or if `page_token` is malformed, tampered with or
-        was issued for another customer.
+        was issued for another customer; PERMISSION_DENIED if the caller
+        authenticated at the gateway as another customer than `customer_id`.
         """
 
 def add_OrdersServiceServicer_to_server(servicer: OrdersServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

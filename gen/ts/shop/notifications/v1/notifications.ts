@@ -704,7 +704,8 @@ export const NotificationsServiceService = {
    * Lists a customer's notifications, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listNotifications: {
     path: "/shop.notifications.v1.NotificationsService/ListNotifications" as const,
@@ -721,7 +722,9 @@ export const NotificationsServiceService = {
    * Streams notifications as they are created, until the client cancels.
    * With `customer_id` set, only that customer's. Nothing already stored is
    * replayed: use ListNotifications for history.
-   * Returns UNAVAILABLE when the server shuts down; clients reconnect.
+   * Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+   * another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+   * when the server shuts down; clients reconnect.
    */
   streamNotifications: {
     path: "/shop.notifications.v1.NotificationsService/StreamNotifications" as const,
@@ -741,14 +744,17 @@ export interface NotificationsServiceServer extends UntypedServiceImplementation
    * Lists a customer's notifications, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listNotifications: handleUnaryCall<ListNotificationsRequest, ListNotificationsResponse>;
   /**
    * Streams notifications as they are created, until the client cancels.
    * With `customer_id` set, only that customer's. Nothing already stored is
    * replayed: use ListNotifications for history.
-   * Returns UNAVAILABLE when the server shuts down; clients reconnect.
+   * Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+   * another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+   * when the server shuts down; clients reconnect.
    */
   streamNotifications: handleServerStreamingCall<StreamNotificationsRequest, StreamNotificationsResponse>;
 }
@@ -758,7 +764,8 @@ export interface NotificationsServiceClient extends Client {
    * Lists a customer's notifications, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listNotifications(
     request: ListNotificationsRequest,
@@ -779,7 +786,9 @@ export interface NotificationsServiceClient extends Client {
    * Streams notifications as they are created, until the client cancels.
    * With `customer_id` set, only that customer's. Nothing already stored is
    * replayed: use ListNotifications for history.
-   * Returns UNAVAILABLE when the server shuts down; clients reconnect.
+   * Returns PERMISSION_DENIED if the caller authenticated at the gateway as
+   * another customer than `customer_id` (or leaves it empty), UNAVAILABLE
+   * when the server shuts down; clients reconnect.
    */
   streamNotifications(
     request: StreamNotificationsRequest,

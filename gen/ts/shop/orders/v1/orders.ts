@@ -93,7 +93,10 @@ export interface Order {
   status: OrderStatus;
   /** Why the order was cancelled; empty unless status is CANCELLED. */
   cancelReason: string;
-  /** The payment, once the card was charged. */
+  /**
+   * The payment of the order's charge: charged (refunded if the order was
+   * then cancelled) or declined; empty if no charge was attempted.
+   */
   paymentId: string;
   /** When the order was placed. */
   createTime:
@@ -1342,12 +1345,15 @@ export const OrdersServiceService = {
    * Places an order and runs the checkout saga to its end. Idempotent by
    * `idempotency_key`: a retry returns the order placed by the first call.
    * Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-   * is empty or malformed, if `items` is empty, a `product_id` is empty or
-   * repeated, a `quantity` is not positive, or the card is invalid (the field
-   * is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-   * `idempotency_key` was already used with a different request;
-   * UNAVAILABLE if a service the saga needs could not be reached (the order
-   * is then cancelled and compensated).
+   * is empty or malformed, if `lines` is empty or has more than 50 lines, a
+   * `product_id` is empty or repeated, a `quantity` is not between 1 and
+   * 1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+   * the caller authenticated at the gateway as another customer than
+   * `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+   * `idempotency_key` was already used with a different request, or if the
+   * products are priced in different currencies; UNAVAILABLE if a service
+   * the saga needs could not be reached (the order is then cancelled and
+   * compensated).
    */
   placeOrder: {
     path: "/shop.orders.v1.OrdersService/PlaceOrder" as const,
@@ -1360,7 +1366,9 @@ export const OrdersServiceService = {
   },
   /**
    * Gets one order.
-   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+   * PERMISSION_DENIED if the caller authenticated at the gateway as another
+   * customer than the order's.
    */
   getOrder: {
     path: "/shop.orders.v1.OrdersService/GetOrder" as const,
@@ -1375,7 +1383,8 @@ export const OrdersServiceService = {
    * Lists a customer's orders, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listOrders: {
     path: "/shop.orders.v1.OrdersService/ListOrders" as const,
@@ -1393,24 +1402,30 @@ export interface OrdersServiceServer extends UntypedServiceImplementation {
    * Places an order and runs the checkout saga to its end. Idempotent by
    * `idempotency_key`: a retry returns the order placed by the first call.
    * Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-   * is empty or malformed, if `items` is empty, a `product_id` is empty or
-   * repeated, a `quantity` is not positive, or the card is invalid (the field
-   * is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-   * `idempotency_key` was already used with a different request;
-   * UNAVAILABLE if a service the saga needs could not be reached (the order
-   * is then cancelled and compensated).
+   * is empty or malformed, if `lines` is empty or has more than 50 lines, a
+   * `product_id` is empty or repeated, a `quantity` is not between 1 and
+   * 1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+   * the caller authenticated at the gateway as another customer than
+   * `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+   * `idempotency_key` was already used with a different request, or if the
+   * products are priced in different currencies; UNAVAILABLE if a service
+   * the saga needs could not be reached (the order is then cancelled and
+   * compensated).
    */
   placeOrder: handleUnaryCall<PlaceOrderRequest, PlaceOrderResponse>;
   /**
    * Gets one order.
-   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+   * PERMISSION_DENIED if the caller authenticated at the gateway as another
+   * customer than the order's.
    */
   getOrder: handleUnaryCall<GetOrderRequest, GetOrderResponse>;
   /**
    * Lists a customer's orders, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listOrders: handleUnaryCall<ListOrdersRequest, ListOrdersResponse>;
 }
@@ -1420,12 +1435,15 @@ export interface OrdersServiceClient extends Client {
    * Places an order and runs the checkout saga to its end. Idempotent by
    * `idempotency_key`: a retry returns the order placed by the first call.
    * Returns INVALID_ARGUMENT if `idempotency_key`, `customer_id` or `email`
-   * is empty or malformed, if `items` is empty, a `product_id` is empty or
-   * repeated, a `quantity` is not positive, or the card is invalid (the field
-   * is named); NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
-   * `idempotency_key` was already used with a different request;
-   * UNAVAILABLE if a service the saga needs could not be reached (the order
-   * is then cancelled and compensated).
+   * is empty or malformed, if `lines` is empty or has more than 50 lines, a
+   * `product_id` is empty or repeated, a `quantity` is not between 1 and
+   * 1000, or the card is invalid (the field is named); PERMISSION_DENIED if
+   * the caller authenticated at the gateway as another customer than
+   * `customer_id`; NOT_FOUND if a product is unknown; FAILED_PRECONDITION if
+   * `idempotency_key` was already used with a different request, or if the
+   * products are priced in different currencies; UNAVAILABLE if a service
+   * the saga needs could not be reached (the order is then cancelled and
+   * compensated).
    */
   placeOrder(
     request: PlaceOrderRequest,
@@ -1444,7 +1462,9 @@ export interface OrdersServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Gets one order.
-   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown.
+   * Returns INVALID_ARGUMENT if `id` is empty, NOT_FOUND if it is unknown,
+   * PERMISSION_DENIED if the caller authenticated at the gateway as another
+   * customer than the order's.
    */
   getOrder(
     request: GetOrderRequest,
@@ -1465,7 +1485,8 @@ export interface OrdersServiceClient extends Client {
    * Lists a customer's orders, newest first, one page at a time.
    * Returns INVALID_ARGUMENT if `customer_id` is empty, if `page_size` is
    * negative or above 100, or if `page_token` is malformed, tampered with or
-   * was issued for another customer.
+   * was issued for another customer; PERMISSION_DENIED if the caller
+   * authenticated at the gateway as another customer than `customer_id`.
    */
   listOrders(
     request: ListOrdersRequest,
