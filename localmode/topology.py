@@ -11,10 +11,18 @@ Every `name:port` in the environment and in `ready` (and `0.0.0.0:port` of a
 service's own ports) becomes `127.0.0.1:<local port>`. The local port is the
 compose port by default; tests pass other ones so they never collide with a
 stack the user has up.
+
+Variables in environment values and commands are substituted from the
+caller's environment as `docker compose` does it (`${NAME}`,
+`${NAME:-default}` when unset or empty, `${NAME-default}` when unset,
+`$NAME`, and `$$` for a `$`), so a setting compose.yaml exposes this way
+(`GATEWAY_ROUTES_FILE: ${GATEWAY_ROUTES_FILE:-...}`) is overridden by
+`GATEWAY_ROUTES_FILE=... make up` exactly as by `... docker compose up`.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,15 +92,26 @@ class Topology:
     def default_ports(self) -> dict[tuple[str, int], int]:
         return {(n, p): p for n, ports in self.compose_ports.items() for p in ports}
 
-    def resolve(self, name: str, ports: PortMap, run_dir: Path) -> LocalService:
+    def resolve(
+        self,
+        name: str,
+        ports: PortMap,
+        run_dir: Path,
+        environ: Mapping[str, str] | None = None,
+    ) -> LocalService:
+        """`name` as a local process; `${...}` come from `environ` (default: os.environ)."""
         spec = self._specs[name]
         local = spec["x-local"]
         rewrite = _rewriter(name, ports)
+        values = os.environ if environ is None else environ
         env = _environment(spec.get("environment")) | _environment(local.get("environment"))
-        env = {k: rewrite(v.replace("{run_dir}", str(run_dir))) for k, v in env.items()}
+        env = {
+            k: rewrite(interpolate(v, values).replace("{run_dir}", str(run_dir)))
+            for k, v in env.items()
+        }
         return LocalService(
             name=name,
-            command=tuple(str(part) for part in local["command"]),
+            command=tuple(interpolate(str(part), values) for part in local["command"]),
             environment=env,
             ready=rewrite(str(local["ready"])),
             ports={p: ports[(name, p)] for p in self.compose_ports[name]},
@@ -111,3 +130,31 @@ def _rewriter(own_name: str, ports: PortMap) -> Callable[[str], str]:
         return match.group(0) if local is None else f"127.0.0.1:{local}"
 
     return lambda value: pattern.sub(replace, value)
+
+
+_VARIABLE = re.compile(
+    r"\$(?:(?P<dollar>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?-)(?P<default>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolate(value: str, environ: Mapping[str, str]) -> str:
+    """compose's variable substitution of `value` from `environ` (see the module docstring).
+
+    An unset variable without a default becomes empty, as in compose.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group("dollar"):
+            return "$"
+        name = match.group("braced") or match.group("bare")
+        current = environ.get(name)
+        op = match.group("op")
+        if op == ":-" and not current:
+            return str(match.group("default"))
+        if op == "-" and current is None:
+            return str(match.group("default"))
+        return current or ""
+
+    return _VARIABLE.sub(replace, value)

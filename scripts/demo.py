@@ -1,13 +1,20 @@
-"""The shop's story against the running mesh, each step in its own trace.
+"""The shop's story against the running mesh, through the gateway, each call its own trace.
 
-Run by `make demo` after `make up`: a shopper browses and searches the
-catalog, places two orders that go through, one with a declined card (the
-saga compensates), one for more espresso machines than there are (out of
-stock), and retries one PlaceOrder with the same idempotency key (the same
-order comes back, nothing runs twice). Each outcome is printed with its
-trace id, the Jaeger query-API URL and the command that prints its tree;
-then the shopper's notifications, and the tree of the first checkout, which
-spans orders, catalog, inventory, payments and notifications.
+Run by `make demo` after `make up`: a shopper signs in (a JWT for their
+customer id, signed with the key the gateway reads: GATEWAY_JWT_KEY,
+GATEWAY_JWT_ISSUER and GATEWAY_JWT_AUDIENCE, or their demo defaults), then
+browses and searches the catalog, places two orders that go through, one
+with a declined card (the saga compensates), one for more espresso machines
+than there are (out of stock), and retries one PlaceOrder with the same
+idempotency key (the same order comes back, nothing runs twice). Every call
+goes to the gateway, the one public entry, as a plain client would: with a
+token and without trace context, so each trace starts at the gateway's span.
+
+Each outcome is printed as it comes; then the shopper's notifications, each
+call's trace id (found in Jaeger by the gateway's span: its name, start time
+and `enduser.id`, the subject of the shopper's token) with the command that
+prints its tree, and the tree of the first checkout, which spans the
+gateway, orders, catalog, inventory, payments and notifications.
 
 (Local mode's Jaeger, built from its Go module, has no web UI assets; with
 the container image the same traces are at /trace/<id>.)
@@ -16,55 +23,54 @@ the container image the same traces are at /trace/<id>.)
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
-from opentelemetry import trace
 
+from gateway.auth import mint_token
+from gateway.config import AuthConfig
 from localmode.topology import Topology
+from mesh.config import ConfigError, Env
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
-from tracing.interceptors import client_interceptors
-from tracing.jaeger import JaegerError, wait_for_trace
-from tracing.provider import TracingHandle, configure_tracing
+from tracing.jaeger import JaegerError, Trace, find_traces, wait_for_trace
 from tracing.tree import format_tree
 
-FIVE_SERVICES = ("orders", "catalog", "inventory", "payments", "notifications")
+SIX_SERVICES = ("gateway", "orders", "catalog", "inventory", "payments", "notifications")
 CHARGED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
+TOKEN_TTL_S = 3600
+TRACE_WAIT_S = 30.0  # the services export in batches, every 5 s by default
 
 
 @dataclass(frozen=True)
 class Addresses:
-    catalog: str
-    orders: str
-    notifications: str
-    otlp: str
+    gateway: str
     jaeger: str
 
     @classmethod
     def local(cls) -> Addresses:
         ports = Topology.load().default_ports()
         return cls(
-            catalog=f"127.0.0.1:{ports[('catalog', 50051)]}",
-            orders=f"127.0.0.1:{ports[('orders', 50052)]}",
-            notifications=f"127.0.0.1:{ports[('notifications', 50055)]}",
-            otlp=f"http://127.0.0.1:{ports[('jaeger', 4317)]}",
+            gateway=f"127.0.0.1:{ports[('gateway', 8080)]}",
             jaeger=f"http://localhost:{ports[('jaeger', 16686)]}",
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Step:
     label: str
-    outcome: str
-    trace_id: str
+    method: str  # the gateway's span name: the full gRPC method
+    subject: str  # who called: the `enduser.id` of the gateway's span
+    started_ns: int
+    ended_ns: int
+    trace_id: str | None = field(default=None)
 
 
 def _order_request(
@@ -92,43 +98,80 @@ def _order_outcome(order: orders_pb2.Order) -> str:
     return f"{status} {order.id}, {total}{reason}"
 
 
+def _gateway_root(found: Trace, step: Step) -> bool:
+    """Whether `found` starts at the gateway's server span of `step`'s call."""
+    return any(
+        span.service == "gateway"
+        and span.kind == "SERVER"
+        and span.parent_span_id is None
+        and span.operation == step.method
+        and span.attributes.get("enduser.id") == step.subject
+        and step.started_ns <= span.start_unix_nano <= step.ended_ns
+        for span in found.spans
+    )
+
+
+def find_step_traces(steps: list[Step], jaeger: str, timeout_s: float = TRACE_WAIT_S) -> None:
+    """Fills in each step's trace id, polling until every one is in Jaeger or time is up.
+
+    A step's window (its call's start and end on this machine's clock), the
+    method and the caller's subject single out its trace, even with other
+    clients calling the gateway meanwhile.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for step in (s for s in steps if s.trace_id is None):
+            traces = find_traces(
+                "gateway",
+                operation=step.method,
+                start_min_ns=step.started_ns,
+                start_max_ns=step.ended_ns,
+                base_url=jaeger,
+            )
+            step.trace_id = next((t.trace_id for t in traces if _gateway_root(t, step)), None)
+        if all(s.trace_id for s in steps) or time.monotonic() > deadline:
+            return
+        time.sleep(0.5)
+
+
 async def run_story(
-    addresses: Addresses, telemetry: TracingHandle, out: Callable[[str], None] = print
+    addresses: Addresses, auth: AuthConfig, out: Callable[[str], None] = print
 ) -> int:
     """Plays the story; returns 0 when every step ended as scripted."""
-    tracer = trace.get_tracer("demo", tracer_provider=telemetry.provider)
     run = secrets.token_hex(3)  # fresh keys and customer, so the demo can run again
     customer = f"cus-demo-{run}"
+    # One token per customer the story uses (it follows one shopper); the
+    # gateway passes the token's subject on, and orders and notifications
+    # serve a customer's data only to that customer.
+    tokens = {customer: mint_token(auth, customer, TOKEN_TTL_S)}
+    signed_in = (("authorization", f"Bearer {tokens[customer]}"),)
     steps: list[Step] = []
     expected_ok = True
-    interceptors = client_interceptors(telemetry.provider)
-    async with (
-        grpc.aio.insecure_channel(addresses.catalog, interceptors=interceptors) as catalog_ch,
-        grpc.aio.insecure_channel(addresses.orders, interceptors=interceptors) as orders_ch,
-    ):
-        catalog = catalog_pb2_grpc.CatalogServiceStub(catalog_ch)
-        orders = orders_pb2_grpc.OrdersServiceStub(orders_ch)
+    out(f"Shopper {customer}, signed in with a JWT, calls the gateway at {addresses.gateway}\n")
+    async with grpc.aio.insecure_channel(addresses.gateway) as channel:
+        catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        orders = orders_pb2_grpc.OrdersServiceStub(channel)
+        notifications = notifications_pb2_grpc.NotificationsServiceStub(channel)
 
-        async def step(label: str, call: Callable[[], Awaitable[str]]) -> None:
-            with tracer.start_as_current_span(f"demo {label}") as span:
-                trace_id = format(span.get_span_context().trace_id, "032x")
-                try:
-                    outcome = await call()
-                except grpc.aio.AioRpcError as error:
-                    outcome = f"{error.code().name}: {error.details()}"
-            steps.append(Step(label, outcome, trace_id))
+        async def step(label: str, method: str, call: Callable[[], Awaitable[str]]) -> None:
+            started = time.time_ns()
+            try:
+                outcome = await call()
+            except grpc.aio.AioRpcError as error:
+                outcome = f"{error.code().name}: {error.details()}"
+            steps.append(Step(label, method, customer, started, time.time_ns()))
             out(f"{label:<24} {outcome}")
-            out(f"{'':<24} trace {trace_id}: {addresses.jaeger}/api/v3/traces/{trace_id}")
-            out(f"{'':<24} as a tree: make trace ID={trace_id}")
 
         async def browse() -> str:
             request = catalog_pb2.ListProductsRequest(page_size=3)
-            page = await catalog.ListProducts(request, timeout=5)
+            page = await catalog.ListProducts(request, metadata=signed_in, timeout=5)
             return "OK: " + ", ".join(p.id for p in page.products)
 
         async def search() -> str:
             found = await catalog.SearchProducts(
-                catalog_pb2.SearchProductsRequest(query="espresso", page_size=3), timeout=5
+                catalog_pb2.SearchProductsRequest(query="espresso", page_size=3),
+                metadata=signed_in,
+                timeout=5,
             )
             return "OK: " + ", ".join(p.id for p in found.products)
 
@@ -139,30 +182,41 @@ async def run_story(
         ) -> Callable[[], Awaitable[str]]:
             async def call() -> str:
                 request = _order_request(key or f"demo-{run}-{name}", customer, lines, card)
-                response = await orders.PlaceOrder(request, timeout=30)
+                response = await orders.PlaceOrder(request, metadata=signed_in, timeout=30)
                 placed[name] = response.order
                 return _order_outcome(response.order)
 
             return call
 
-        await step("Browse", browse)
-        await step("Search 'espresso'", search)
-        await step("Order: a Chemex", place("chemex", [("prod-chemex", 1)], CHARGED_CARD))
+        catalog_method = "/shop.catalog.v1.CatalogService/"
+        place_order = "/shop.orders.v1.OrdersService/PlaceOrder"
+        await step("Browse", catalog_method + "ListProducts", browse)
+        await step("Search 'espresso'", catalog_method + "SearchProducts", search)
+        await step(
+            "Order: a Chemex", place_order, place("chemex", [("prod-chemex", 1)], CHARGED_CARD)
+        )
         await step(
             "Order: teapot + grinder",
+            place_order,
             place(
                 "teapot",
                 [("prod-teapot-cast-iron", 1), ("prod-grinder-hand", 1)],
                 CHARGED_CARD,
             ),
         )
-        await step("Order: declined card", place("declined", [("prod-chemex", 1)], DECLINED_CARD))
+        await step(
+            "Order: declined card",
+            place_order,
+            place("declined", [("prod-chemex", 1)], DECLINED_CARD),
+        )
         await step(
             "Order: out of stock",
+            place_order,
             place("short", [("prod-espresso-machine", 50)], CHARGED_CARD),
         )
         await step(
             "Retry: same key",
+            place_order,
             place("retry", [("prod-chemex", 1)], CHARGED_CARD, key=f"demo-{run}-chemex"),
         )
         scripted = {
@@ -180,12 +234,12 @@ async def run_story(
             out("the retried PlaceOrder did not return the first order")
             expected_ok = False
 
-    async with grpc.aio.insecure_channel(addresses.notifications) as channel:
-        stub = notifications_pb2_grpc.NotificationsServiceStub(channel)
         notes: list[notifications_pb2.Notification] = []
         for _ in range(50):  # events travel through NATS: give them a moment
-            reply = await stub.ListNotifications(
-                notifications_pb2.ListNotificationsRequest(customer_id=customer), timeout=5
+            reply = await notifications.ListNotifications(
+                notifications_pb2.ListNotificationsRequest(customer_id=customer),
+                metadata=signed_in,
+                timeout=5,
             )
             notes = list(reply.notifications)
             if len(notes) >= len(scripted):
@@ -198,32 +252,46 @@ async def run_story(
         out(f"expected {len(scripted)} notifications")
         expected_ok = False
 
-    first = next(s for s in steps if s.label == "Order: a Chemex")
-    telemetry.force_flush()  # the demo's own spans are the roots of its traces
     try:
-        whole = wait_for_trace(
+        await asyncio.to_thread(find_step_traces, steps, addresses.jaeger)
+    except JaegerError as error:
+        out(f"could not search Jaeger: {error}")
+        return 1
+    out("\nEach call is one trace, started by the gateway:")
+    for done in steps:
+        if done.trace_id is None:
+            out(f"{done.label:<24} no trace found in Jaeger within {TRACE_WAIT_S:.0f}s")
+            expected_ok = False
+            continue
+        out(f"{done.label:<24} make trace ID={done.trace_id}")
+        out(f"{'':<24} {addresses.jaeger}/api/v3/traces/{done.trace_id}")
+
+    first = next(s for s in steps if s.label == "Order: a Chemex")
+    if first.trace_id is None:
+        return 1
+    try:
+        whole = await asyncio.to_thread(
+            wait_for_trace,
             first.trace_id,
-            timeout_s=20,
-            predicate=lambda t: set(FIVE_SERVICES) <= t.services(),
+            timeout_s=TRACE_WAIT_S,
+            predicate=lambda t: set(SIX_SERVICES) <= t.services(),
             base_url=addresses.jaeger,
         )
     except (TimeoutError, JaegerError) as error:
         out(f"could not fetch the checkout's trace from Jaeger: {error}")
         return 1
-    out(f"\nOne checkout across five services and NATS (make trace ID={first.trace_id}):")
+    out(f"\nOne checkout, the gateway and five services (make trace ID={first.trace_id}):")
     out(format_tree(whole))
     return 0 if expected_ok else 1
 
 
 async def main() -> int:
-    addresses = Addresses.local()
-    os.environ.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", addresses.otlp)
-    os.environ.setdefault("OTEL_EXPORTER_OTLP_INSECURE", "true")
-    telemetry = configure_tracing("demo-client", "0.1.0")
     try:
-        return await run_story(addresses, telemetry)
-    finally:
-        telemetry.shutdown()
+        auth = AuthConfig.from_env(Env())  # the gateway's own reading of its variables
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    return await run_story(Addresses.local(), auth)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 ``GET /api/v3/traces/{trace_id}`` is Jaeger v2's documented HTTP API; it
 answers ``{"result": {"resourceSpans": [...]}}`` in OTLP/JSON (ids in hex,
 64-bit integers as strings, enums as numbers) and 404 for an unknown trace.
+``GET /api/v3/traces?query.service_name=...`` (``find_traces``) searches by
+service, span name and start time, and answers the same way (404: none);
+it has no attribute filter, so callers filter the traces it returns.
 Span, Trace and format_tree are re-exported so that one import serves for
 fetching and inspecting traces. Only the standard library is used, so test
 and benchmark tools can import this without the gRPC stack.
@@ -17,11 +20,13 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from tracing.model import Span, Trace, parse_trace
+from tracing.model import Span, Trace, parse_trace, parse_traces
 from tracing.tree import format_tree
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "Span",
     "SpanMatcher",
     "Trace",
+    "find_traces",
     "format_tree",
     "get_trace",
     "has_span",
@@ -67,7 +73,51 @@ def get_trace(
     unreachable or answers anything but a trace or a 404.
     """
     tid = _normalise_trace_id(trace_id)
-    url = f"{query_url(base_url)}/api/v3/traces/{tid}"
+    document = _get(f"/api/v3/traces/{tid}", base_url, timeout_s)
+    if document is None:
+        return None
+    trace = parse_trace(document, tid)
+    # A 200 with no span of this id is treated like a 404: nothing to show yet.
+    return trace if trace.spans else None
+
+
+def find_traces(
+    service: str,
+    *,
+    start_min_ns: int,
+    start_max_ns: int,
+    operation: str | None = None,
+    limit: int = 20,
+    base_url: str | None = None,
+    timeout_s: float = 5.0,
+) -> list[Trace]:
+    """Traces holding a span of ``service`` (named ``operation``, if given) that
+    started between the two times (ns since the epoch), earliest first; at most
+    ``limit``. Each trace is whole, not only its matching spans.
+
+    Raises JaegerError as ``get_trace`` does.
+    """
+    params = {
+        "query.service_name": service,
+        "query.start_time_min": _rfc3339(start_min_ns),
+        "query.start_time_max": _rfc3339(start_max_ns),
+        "query.num_traces": str(limit),
+    }
+    if operation is not None:
+        params["query.operation_name"] = operation
+    document = _get(f"/api/v3/traces?{urllib.parse.urlencode(params)}", base_url, timeout_s)
+    return [] if document is None else parse_traces(document)
+
+
+def _rfc3339(unix_ns: int) -> str:
+    """RFC 3339 with nanoseconds, as the query API parses it (Go's time.RFC3339Nano)."""
+    seconds, nanos = divmod(unix_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def _get(path: str, base_url: str | None, timeout_s: float) -> Mapping[str, Any] | None:
+    """The JSON document at ``path`` of the query API, or None for a 404."""
+    url = f"{query_url(base_url)}{path}"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -84,9 +134,7 @@ def get_trace(
         document: Mapping[str, Any] = json.loads(body)
     except ValueError as exc:
         raise JaegerError(f"Jaeger sent a body that is not JSON for {url}") from exc
-    trace = parse_trace(document, tid)
-    # A 200 with no span of this id is treated like a 404: nothing to show yet.
-    return trace if trace.spans else None
+    return document
 
 
 class SpanMatcher:

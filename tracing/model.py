@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AttributeValue", "Span", "StatusCode", "Trace", "parse_trace"]
+__all__ = ["AttributeValue", "Span", "StatusCode", "Trace", "parse_trace", "parse_traces"]
 
 AttributeValue = str | int | float | bool
 StatusCode = Literal["UNSET", "OK", "ERROR"]
@@ -141,8 +141,7 @@ def _span(raw: Mapping[str, Any], service: str) -> Span:
     )
 
 
-def parse_trace(document: Mapping[str, Any], trace_id: str) -> Trace:
-    """The spans of ``trace_id`` in an API v3 answer (or in bare OTLP/JSON TracesData)."""
+def _spans(document: Mapping[str, Any]) -> list[Span]:
     data = document.get("result", document)
     spans: list[Span] = []
     for resource_spans in data.get("resourceSpans", []):
@@ -150,6 +149,20 @@ def parse_trace(document: Mapping[str, Any], trace_id: str) -> Trace:
         service = str(resource.get("service.name", "unknown_service"))
         for scope_spans in resource_spans.get("scopeSpans", []):
             spans.extend(_span(raw, service) for raw in scope_spans.get("spans", []))
-    spans = [s for s in spans if s.trace_id == trace_id]
     spans.sort(key=lambda s: (s.start_unix_nano, s.span_id))
-    return Trace(trace_id=trace_id, spans=tuple(spans))
+    return spans
+
+
+def parse_trace(document: Mapping[str, Any], trace_id: str) -> Trace:
+    """The spans of ``trace_id`` in an API v3 answer (or in bare OTLP/JSON TracesData)."""
+    return Trace(
+        trace_id=trace_id, spans=tuple(s for s in _spans(document) if s.trace_id == trace_id)
+    )
+
+
+def parse_traces(document: Mapping[str, Any]) -> list[Trace]:
+    """Every trace in an answer that holds several (a search), earliest first."""
+    by_id: dict[str, list[Span]] = {}
+    for span in _spans(document):  # in start order, so the traces come out in it too
+        by_id.setdefault(span.trace_id, []).append(span)
+    return [Trace(trace_id=tid, spans=tuple(spans)) for tid, spans in by_id.items()]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 import pytest
 
 from localmode.processes import Stack, free_port, port_in_use
-from localmode.topology import Topology
+from localmode.topology import Topology, interpolate
 
 COMPOSE = {
     "services": {
@@ -118,3 +119,55 @@ def test_down_stops_what_up_started(tmp_path: Path) -> None:
     assert not port_in_use(port)
     assert stack.recorded() == []
     assert Stack(tmp_path).stop() == []  # nothing left for `make down`
+
+
+def test_variables_are_substituted_as_compose_does() -> None:
+    environ = {"SET": "value", "EMPTY": ""}
+    assert interpolate("${SET:-default}/$SET/${SET}", environ) == "value/value/value"
+    assert interpolate("${UNSET:-default} ${EMPTY:-default}", environ) == "default default"
+    assert interpolate("${UNSET-default} [${EMPTY-default}]", environ) == "default []"
+    assert interpolate("[${UNSET}] $$SET ${UNSET:-a:b/c.yaml}", environ) == "[] $SET a:b/c.yaml"
+
+
+def test_the_gateway_routes_file_defaults_and_follows_the_environment(tmp_path: Path) -> None:
+    topology = Topology.load()
+    ports = topology.default_ports()
+    default = topology.resolve("gateway", ports, tmp_path, environ={})
+    assert default.environment["GATEWAY_ROUTES_FILE"] == "services/gateway/routes.yaml"
+    assert default.environment["GATEWAY_UPSTREAM_ORDERS"] == "127.0.0.1:50052"
+    chosen = topology.resolve(
+        "gateway", ports, tmp_path, environ={"GATEWAY_ROUTES_FILE": "/r.yaml"}
+    )
+    assert chosen.environment["GATEWAY_ROUTES_FILE"] == "/r.yaml"
+
+
+def test_a_routes_file_set_for_make_up_reaches_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `GATEWAY_ROUTES_FILE=... make up` runs it: from this process's environment
+    through compose.yaml to the gateway process, which then routes only catalog."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "routes:\n"
+        "  - service: shop.catalog.v1.CatalogService\n"
+        "    upstream: catalog:50051\n"
+        "    auth: none\n"
+    )
+    monkeypatch.setenv("GATEWAY_ROUTES_FILE", str(routes))
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    topology = Topology.load()
+    ports = {key: free_port() for key in topology.default_ports()}
+    gateway = topology.resolve("gateway", ports, tmp_path)
+    stack = Stack(tmp_path)
+    stack.start(gateway, timeout_s=30)
+    try:
+        with grpc.insecure_channel(str(gateway.grpc_target)) as channel:
+            list_orders = channel.unary_unary(
+                "/shop.orders.v1.OrdersService/ListOrders", None, None
+            )
+            with pytest.raises(grpc.RpcError) as error:
+                list_orders(b"", timeout=10)
+    finally:
+        stack.stop()
+    # The default routes would answer UNAUTHENTICATED: orders needs a token there.
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -40,7 +40,7 @@ def start(name: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[
     )
 
 
-SERVICES = ["catalog", "orders", "inventory", "payments", "notifications"]
+SERVICES = ["catalog", "orders", "inventory", "payments", "notifications", "gateway"]
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -80,6 +80,15 @@ def assert_stops_naming(tmp_path: Path, name: str, variable: str, value: str) ->
         ("orders", "ORDERS_STEP_RETRY_SECONDS", "-1"),
         ("orders", "ORDERS_RESUME_INTERVAL_SECONDS", "often"),
         ("orders", "ORDERS_TEST_PAUSE_AFTER_STEP", "placed"),  # nothing to hold before it
+        ("gateway", "GATEWAY_ROUTES_FILE", "/nonexistent/routes.yaml"),
+        ("gateway", "GATEWAY_UPSTREAM_ORDERS", "no-port-here"),
+        ("gateway", "GATEWAY_JWT_KEY", "too-short"),
+        ("gateway", "GATEWAY_API_KEYS", "no-subject"),
+        ("gateway", "GATEWAY_RATE_PER_SECOND", "-1"),
+        ("gateway", "GATEWAY_RATE_BURST", "0"),
+        ("gateway", "GATEWAY_MAX_MESSAGE_BYTES", "big"),
+        ("gateway", "GATEWAY_DEFAULT_TIMEOUT_SECONDS", "later"),
+        ("gateway", "GATEWAY_ACCESS_LOG", "sometimes"),
     ],
 )
 def test_a_malformed_service_variable_is_named(

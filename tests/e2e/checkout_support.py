@@ -1,4 +1,4 @@
-"""The whole checkout mesh as real processes, and what the fault and load tests check it with.
+"""The whole checkout mesh as real processes, and what the checkout tests check it with.
 
 `checkout_mesh` starts NATS, catalog, inventory, payments, orders and
 notifications on free ports (no Jaeger: tracing is off), opens one client
@@ -6,6 +6,11 @@ channel per service, and can kill, stop and restart any of them. Processes
 it restarts itself are stopped when it exits; the `start_stack` fixture
 stops the rest. Orders' and notifications' SQLite files are read read-only,
 the way an operator would look at them, never written.
+
+`EDGES` is the one table of a checkout's parent -> child edges between the
+services behind the gateway (opentelemetry-demo's way of testing traces:
+edges, not span counts); `assert_checkout_edges` checks a trace against it,
+for the trace tests with and without the gateway in front.
 
 Every wait here is a bounded poll: a test fails with a message naming what
 did not happen, instead of hanging.
@@ -31,11 +36,13 @@ import grpc
 
 from localmode.processes import Stack
 from localmode.topology import LocalService
+from mesh.events import ORDER_CONFIRMED
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from tests.contract.grpc_checks import NO_TRACING
+from tracing.jaeger import Span, Trace
 
 if TYPE_CHECKING:
     from shop.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
@@ -264,6 +271,77 @@ class CheckoutMesh:
         return await eventually(
             probe, f"a notification for each of {list(order_ids)}", timeout_s, every_s=0.2
         )
+
+
+# --- the checkout's trace ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class End:
+    service: str
+    kind: str
+    operation: str  # a suffix: span names differ per language, the method name does not
+
+    def matches(self, span: Span) -> bool:
+        return (
+            span.service == self.service
+            and span.kind == self.kind
+            and span.operation.endswith(self.operation)
+        )
+
+
+@dataclass(frozen=True)
+class Edge:
+    parent: End
+    child: End
+
+
+def _grpc_edge(service: str, method: str) -> Edge:
+    return Edge(End("orders", "CLIENT", method), End(service, "SERVER", method))
+
+
+PLACE_ORDER = End("orders", "SERVER", "shop.orders.v1.OrdersService/PlaceOrder")
+# Orders calls each upstream, and the event it publishes is processed by
+# notifications under the publish span; all of them hang under PLACE_ORDER.
+EDGES = [
+    _grpc_edge("catalog", "shop.catalog.v1.CatalogService/GetProduct"),
+    _grpc_edge("inventory", "shop.inventory.v1.InventoryService/ReserveStock"),
+    _grpc_edge("payments", "shop.payments.v1.PaymentsService/Charge"),
+    _grpc_edge("inventory", "shop.inventory.v1.InventoryService/CommitStock"),
+    Edge(
+        End("orders", "PRODUCER", f"{ORDER_CONFIRMED} publish"),
+        End("notifications", "CONSUMER", f"{ORDER_CONFIRMED} process"),
+    ),
+]
+
+
+def has_every_child(found: Trace, edges: Sequence[Edge] = EDGES) -> bool:
+    """A `wait_for_trace` predicate: each edge's child has arrived (the last to come)."""
+    return all(any(edge.child.matches(s) for s in found.spans) for edge in edges)
+
+
+def assert_edges(found: Trace, edges: Sequence[Edge]) -> None:
+    """Each edge's child is in `found` once, under a parent its edge allows."""
+    for edge in edges:
+        children = [s for s in found.spans if edge.child.matches(s)]
+        assert len(children) == 1, f"{edge.child}: expected one span, got {children}"
+        parent = found.span(children[0].parent_span_id or "")
+        assert parent is not None, f"{edge.child}: its parent is not in the trace"
+        assert edge.parent.matches(parent), f"{edge}: the parent is {parent}"
+
+
+def assert_checkout_edges(found: Trace) -> Span:
+    """`found` is one checkout as `EDGES` says; returns orders' PlaceOrder server span."""
+    assert {"orders", "catalog", "inventory", "payments", "notifications"} <= found.services()
+    place = [s for s in found.spans if PLACE_ORDER.matches(s)]
+    assert len(place) == 1, place
+    assert_edges(found, EDGES)
+    for edge in EDGES:  # every call and the publish hang under the PlaceOrder server span
+        child = next(s for s in found.spans if edge.child.matches(s))
+        parent = found.span(child.parent_span_id or "")
+        assert parent is not None
+        assert parent.parent_span_id == place[0].span_id, edge
+    return place[0]
 
 
 def consistency_errors(

@@ -2,12 +2,13 @@
 
 A successful PlaceOrder must be one trace holding spans of orders, catalog,
 inventory, payments and notifications, and its parent -> child edges must be
-exactly those of `EDGES`: orders calls each upstream, and the event orders
-publishes is processed by notifications under the publish span. The
-business failures are checked for what they leave behind: a declined card
-leaves the stock as it was, no money held and a cancellation notification;
-too little stock leaves no charge. A notification also reaches a client
-that holds StreamNotifications open.
+exactly those of `checkout_support.EDGES`: orders calls each upstream, and
+the event orders publishes is processed by notifications under the publish
+span (test_gateway_checkout_trace.py: the same checkout through the
+gateway). The business failures are checked for what they leave behind: a
+declined card leaves the stock as it was, no money held and a cancellation
+notification; too little stock leaves no charge. A notification also reaches
+a client that holds StreamNotifications open.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 
 from localmode.topology import LocalService
-from mesh.events import ORDER_CONFIRMED
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from tests.conftest import JAEGER, require_tool
+from tests.e2e.checkout_support import assert_checkout_edges, has_every_child
 from tracing.interceptors import client_interceptors
-from tracing.jaeger import Span, Trace, wait_for_trace
+from tracing.jaeger import wait_for_trace
 from tracing.provider import build_tracer_provider
 
 if TYPE_CHECKING:  # the async stub classes exist only in the type stubs
@@ -50,43 +51,6 @@ FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
 CHARGED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 WAIT_S = 30.0
-
-
-@dataclass(frozen=True)
-class End:
-    service: str
-    kind: str
-    operation: str  # a suffix: span names differ per language, the method name does not
-
-    def matches(self, span: Span) -> bool:
-        return (
-            span.service == self.service
-            and span.kind == self.kind
-            and span.operation.endswith(self.operation)
-        )
-
-
-@dataclass(frozen=True)
-class Edge:
-    parent: End
-    child: End
-
-
-def _grpc_edge(service: str, method: str) -> Edge:
-    return Edge(End("orders", "CLIENT", method), End(service, "SERVER", method))
-
-
-PLACE_ORDER = End("orders", "SERVER", "shop.orders.v1.OrdersService/PlaceOrder")
-EDGES = [
-    _grpc_edge("catalog", "shop.catalog.v1.CatalogService/GetProduct"),
-    _grpc_edge("inventory", "shop.inventory.v1.InventoryService/ReserveStock"),
-    _grpc_edge("payments", "shop.payments.v1.PaymentsService/Charge"),
-    _grpc_edge("inventory", "shop.inventory.v1.InventoryService/CommitStock"),
-    Edge(
-        End("orders", "PRODUCER", f"{ORDER_CONFIRMED} publish"),
-        End("notifications", "CONSUMER", f"{ORDER_CONFIRMED} process"),
-    ),
-]
 
 
 @pytest.fixture
@@ -172,10 +136,6 @@ async def notifications_of(
         await asyncio.sleep(0.1)
 
 
-def whole(found: Trace) -> bool:
-    return all(any(edge.child.matches(s) for s in found.spans) for edge in EDGES)
-
-
 async def test_a_checkout_is_one_trace_across_five_services_and_the_broker(
     mesh: dict[str, LocalService], provider: TracerProvider, shop: Shop
 ) -> None:
@@ -189,19 +149,9 @@ async def test_a_checkout_is_one_trace_across_five_services_and_the_broker(
     trace_id = trace.format_trace_id(root.get_span_context().trace_id)
 
     base_url = f"http://127.0.0.1:{mesh['jaeger'].ports[16686]}"
-    found = wait_for_trace(trace_id, timeout_s=WAIT_S, predicate=whole, base_url=base_url)
+    found = wait_for_trace(trace_id, timeout_s=WAIT_S, predicate=has_every_child, base_url=base_url)
 
-    assert {"orders", "catalog", "inventory", "payments", "notifications"} <= found.services()
-    place = [s for s in found.spans if PLACE_ORDER.matches(s)]
-    assert len(place) == 1, place
-    for edge in EDGES:
-        children = [s for s in found.spans if edge.child.matches(s)]
-        assert len(children) == 1, f"{edge.child}: expected one span, got {children}"
-        parent = found.span(children[0].parent_span_id or "")
-        assert parent is not None, f"{edge.child}: its parent is not in the trace"
-        assert edge.parent.matches(parent), f"{edge}: the parent is {parent}"
-        # Every call and the publish hang under the PlaceOrder server span.
-        assert parent.parent_span_id == place[0].span_id, edge
+    assert_checkout_edges(found)
 
 
 async def test_a_declined_card_cancels_and_leaves_stock_and_money_as_they_were(

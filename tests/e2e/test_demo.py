@@ -1,29 +1,34 @@
 """`make demo`'s story against a whole mesh on free ports: every scripted outcome happens.
 
-The story is the README's promise (two orders confirmed, a declined card and
-an out-of-stock order cancelled, a retry returning the first order, four
-notifications, one checkout traced across five services), so it is run here
-as it runs for a user, only on this test's ports.
+The story is the README's promise (every call through the gateway with the
+shopper's token, two orders confirmed, a declined card and an out-of-stock
+order cancelled, a retry returning the first order, four notifications, one
+trace per call rooted at the gateway, one checkout traced across the gateway
+and five services), so it is run here as it runs for a user, only on this
+test's ports.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+from gateway.config import AuthConfig
 from localmode.topology import REPO_ROOT, LocalService
+from mesh.config import Env
 from tests.conftest import JAEGER, require_tool
-from tracing.provider import TracingHandle, build_tracer_provider
 
 pytestmark = pytest.mark.e2e
 
 StartStack = Callable[..., dict[str, LocalService]]
-SERVICES = ["jaeger", "nats", "catalog", "inventory", "payments", "orders", "notifications"]
+SERVICES = [
+    "jaeger", "nats", "catalog", "inventory", "payments", "orders", "notifications", "gateway"
+]  # fmt: skip
 
 
 def load_demo() -> ModuleType:
@@ -41,24 +46,15 @@ async def test_the_demo_story_ends_as_scripted(start_stack: StartStack) -> None:
     fast = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
     mesh = start_stack(SERVICES, env={name: fast for name in SERVICES[2:]})
     demo = load_demo()
-    jaeger = mesh["jaeger"]
+    gateway = mesh["gateway"]
     addresses = demo.Addresses(
-        catalog=str(mesh["catalog"].grpc_target),
-        orders=str(mesh["orders"].grpc_target),
-        notifications=str(mesh["notifications"].grpc_target),
-        otlp=f"http://127.0.0.1:{jaeger.ports[4317]}",
-        jaeger=f"http://127.0.0.1:{jaeger.ports[16686]}",
+        gateway=str(gateway.grpc_target),
+        jaeger=f"http://127.0.0.1:{mesh['jaeger'].ports[16686]}",
     )
-    provider = build_tracer_provider(
-        "demo-client",
-        "test",
-        exporter=OTLPSpanExporter(endpoint=f"127.0.0.1:{jaeger.ports[4317]}", insecure=True),
-    )
+    # The keys the gateway process reads: its environment over this one's.
+    auth = AuthConfig.from_env(Env({**os.environ, **gateway.environment}))
     lines: list[str] = []
-    try:  # the demo's spans go to this test's Jaeger through the handle it is given
-        status = await demo.run_story(addresses, TracingHandle(provider), out=lines.append)
-    finally:
-        provider.shutdown()
+    status = await demo.run_story(addresses, auth, out=lines.append)
     output = "\n".join(lines)
 
     assert status == 0, output
@@ -66,6 +62,9 @@ async def test_the_demo_story_ends_as_scripted(start_stack: StartStack) -> None:
     assert output.count("CANCELLED ord-") == 2, output
     assert "card_declined" in output
     assert "out of stock" in output
-    assert output.count("make trace ID=") >= 7
+    assert output.count("make trace ID=") == 8, output  # one per call, and the checkout's
+    tree = output.split("One checkout")[1].splitlines()[2:]
+    assert tree[0].startswith("gateway /shop.orders.v1.OrdersService/PlaceOrder SERVER "), output
+    assert "missing" not in "\n".join(tree), output  # every parent is in the trace
     for service in ("orders ", "catalog ", "inventory ", "payments ", "notifications "):
-        assert f"\n{service}" in output or f" {service}" in output, (service, output)
+        assert any(f"─ {service}" in line for line in tree), (service, output)

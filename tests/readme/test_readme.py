@@ -2,7 +2,8 @@
 
 This is the one test that uses the default ports, because the README does:
 it fails with a clear message if they are taken instead of disturbing
-whatever holds them.
+whatever holds them. Each command runs in bash, as a reader would paste it,
+so the gateway examples' `$(make -s token ...)` mints a real token.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.readme
 
 README = (REPO_ROOT / "README.md").read_text()
 SERVICE_ON_PORT = {
+    8080: "shop.orders.v1.OrdersService",  # the gateway: its public services
     50051: "shop.catalog.v1.CatalogService",
     50052: "shop.orders.v1.OrdersService",
     50053: "shop.inventory.v1.InventoryService",
@@ -95,6 +97,9 @@ def test_readme_has_grpcurl_examples() -> None:
     assert any(command.endswith(" list") for command in commands)
     assert any(" describe " in command for command in commands)
     assert any(" -d " in command for command in commands)
+    through_gateway = [command for command in commands if " localhost:8080 " in command]
+    assert any(" list" in command for command in through_gateway)
+    assert any("$(make -s token" in command for command in through_gateway)
 
 
 @pytest.mark.usefixtures("default_stack")
@@ -107,6 +112,10 @@ def test_grpcurl_command(command: str) -> None:
         assert SERVICE_ON_PORT[port] in result.stdout
         assert "grpc.health.v1.Health" in result.stdout
         assert "grpc.reflection." in result.stdout
+        if port == 8080:  # internal services stay behind the gateway
+            assert "shop.catalog.v1.CatalogService" in result.stdout
+            assert "shop.inventory.v1" not in result.stdout
+            assert "shop.payments.v1" not in result.stdout
     if "GetProduct" in command:
         assert '"id": "prod-chemex"' in result.stdout
     if "GetStock" in command:

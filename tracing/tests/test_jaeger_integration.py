@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from tracing.interceptors import client_interceptors, server_interceptors
-from tracing.jaeger import format_tree, get_trace, has_span, wait_for_trace
+from tracing.jaeger import find_traces, format_tree, get_trace, has_span, wait_for_trace
 from tracing.provider import TracingHandle, configure_tracing
 from tracing.tests.jaeger_process import (
     ENDPOINT_VARS,
@@ -202,3 +202,39 @@ def test_waiting_for_a_missing_service_names_what_is_there(jaeger: JaegerProcess
     message = str(caught.value)
     assert "still lacks a span of service 'orders'" in message
     assert "tracing-it:alone" in message
+
+
+@pytest.mark.usefixtures("otlp_env")
+def test_find_traces_by_service_span_name_and_start_time(jaeger: JaegerProcess) -> None:
+    handle = configure_tracing("tracing-find", "0.0.1", set_global=False)
+    assert handle.provider is not None
+    tracer = handle.provider.get_tracer(__name__)
+    started = time.time_ns()
+    with tracer.start_as_current_span("first") as first, tracer.start_as_current_span("inner"):
+        pass
+    between = time.time_ns()
+    with tracer.start_as_current_span("second") as second:
+        pass
+    ended = time.time_ns()
+    handle.shutdown()
+    ids = [f"{s.get_span_context().trace_id:032x}" for s in (first, second)]
+    for trace_id in ids:
+        wait_for_trace(trace_id, timeout_s=WAIT_S, base_url=jaeger.query_url)
+
+    def found(
+        service: str, start: int = started, end: int = ended, operation: str | None = None
+    ) -> list[list[str]]:
+        traces = find_traces(
+            service,
+            start_min_ns=start,
+            start_max_ns=end,
+            operation=operation,
+            base_url=jaeger.query_url,
+        )
+        return [[s.operation for s in t.spans] for t in traces]
+
+    assert found("tracing-find") == [["first", "inner"], ["second"]]
+    assert found("tracing-find", operation="inner") == [["first", "inner"]]
+    assert found("tracing-find", start=between) == [["second"]]
+    assert found("tracing-find", start=ended, end=time.time_ns()) == []
+    assert found("no-such-service") == []
