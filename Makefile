@@ -145,8 +145,48 @@ trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
 	@[[ -n "$(ID)" ]] || { echo "usage: make trace ID=<trace-id>" >&2; exit 2; }
 	$(PY) -m tracing $(ID)
 
+# --- docker ------------------------------------------------------------------
+# compose.yaml reads its keys from a git-ignored .env; compose-env writes one
+# with random keys when there is none. compose-test builds the images and runs
+# the real compose.yaml (tests/compose); where no Docker engine or registry is
+# available it installs and starts the project's own (scripts/docker/).
+
+.PHONY: compose-env
+compose-env: ## Write .env with random keys for docker compose (kept if it exists)
+	python3 scripts/docker/make-env.py .env
+
+.PHONY: compose-test
+compose-test: tools ## Build the images, run compose.yaml and test it from the host (needs root here)
+	scripts/docker/compose-test.sh
+
+# nginx is the reference gateway `make bench` compares ours with (grpc_pass):
+# Debian's package unpacked into .tools/nginx, never installed into the system
+# (the binary needs only libc, libcrypt, libpcre2, libssl and zlib, which the
+# base image has; nginx-common holds nothing but /etc files the bench does not
+# use). The stamp names the pin, so a new pin unpacks afresh.
+NGINX_VERSION := 1.22.1
+NGINX_DEB_VERSION := $(NGINX_VERSION)-9+deb12u11
+NGINX_DIR := $(TOOLS)/nginx
+NGINX_STAMP := $(NGINX_DIR)/.deb-$(NGINX_DEB_VERSION)
+
+$(NGINX_STAMP):
+	rm -rf $(NGINX_DIR) $(TOOLS)/nginx-deb
+	mkdir -p $(TOOLS)/nginx-deb
+	cd $(TOOLS)/nginx-deb && apt-get download -q nginx=$(NGINX_DEB_VERSION)
+	test "$$(dpkg-deb -f $(TOOLS)/nginx-deb/nginx_*.deb Version)" = "$(NGINX_DEB_VERSION)"
+	dpkg -x $(TOOLS)/nginx-deb/nginx_*.deb $(NGINX_DIR)
+	rm -rf $(TOOLS)/nginx-deb
+	$(NGINX_DIR)/usr/sbin/nginx -v 2>&1 | grep -qx 'nginx version: nginx/$(NGINX_VERSION)'
+	touch $@
+
+.PHONY: bench-tools
+bench-tools: $(NGINX_STAMP) ## Unpack the pinned nginx that `make bench` compares the gateway with into .tools/nginx
+
+# Without nginx (no network, say) the gateway benchmark still runs and its
+# results say why the nginx rows are missing.
 .PHONY: bench
-bench: tools build ## Measure latency: one call per service, tracing on/off (bench/results.md); checkouts (bench/checkout.md)
+bench: tools build ## Measure latency: calls per service (bench/results.md), checkouts (bench/checkout.md), gateway vs nginx (bench/gateway.md)
+	$(MAKE) bench-tools || echo "make bench: nginx could not be unpacked; bench/gateway.md will say so" >&2
 	$(PY) -m bench
 
 .PHONY: clean

@@ -8,7 +8,9 @@ call's latency is taken on the client; the table gives median, p99 and
 throughput per concurrency, plus each median as a ratio to catalog's
 GetProduct in the same mode and run, and is written to bench/results.md with
 the command that made it. Then `bench.checkout` times whole checkouts
-(PlaceOrder end to end, confirm -> notification) into bench/checkout.md.
+(PlaceOrder end to end, confirm -> notification) into bench/checkout.md, and
+`bench.gateway` what our gateway and nginx add to a call into
+bench/gateway.md. `--only calls|checkout|gateway` runs one of the three.
 """
 
 from __future__ import annotations
@@ -18,40 +20,27 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from bench.checkout import measure_checkout, render_checkout, start_mesh
+from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
+from bench.load import Call, Prepare, Sample, get_product, interleave
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import REPO_ROOT, LocalService, Topology
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.common.v1.common_pb2 import Money
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 RESULTS = REPO_ROOT / "bench" / "results.md"
 CHECKOUT_RESULTS = REPO_ROOT / "bench" / "checkout.md"
+GATEWAY_RESULTS = REPO_ROOT / "bench" / "gateway.md"
+BENCHMARKS = ("calls", "checkout", "gateway")
 MODES = ("tracing on", "tracing off")
-Call = Callable[[], Awaitable[Any]]
-
-
-@dataclass
-class Sample:
-    latencies_s: list[float]
-    elapsed_s: float
-
-
-async def get_product(channel: grpc.aio.Channel) -> Call:
-    stub = catalog_pb2_grpc.CatalogServiceStub(channel)
-    request = catalog_pb2.GetProductRequest(id="prod-chemex")
-    return lambda: stub.GetProduct(request, timeout=5)
 
 
 async def get_stock(channel: grpc.aio.Channel) -> Call:
@@ -86,7 +75,7 @@ async def get_payment(channel: grpc.aio.Channel) -> Call:
 class Scenario:
     label: str  # how the table names it
     service: str  # compose.yaml service
-    prepare: Callable[[grpc.aio.Channel], Awaitable[Call]]
+    prepare: Prepare
 
 
 SCENARIOS = (
@@ -97,27 +86,6 @@ SCENARIOS = (
 ANCHOR = SCENARIOS[0].label
 
 
-async def _round(scenario: Scenario, target: str, calls: int, concurrency: int) -> Sample:
-    latencies: list[float] = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = await scenario.prepare(channel)
-        await call()  # connect outside the clock
-        remaining = calls
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                start = time.perf_counter()
-                await call()
-                latencies.append(time.perf_counter() - start)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return Sample(latencies, elapsed)
-
-
 Key = tuple[str, str]  # (scenario label, mode)
 
 
@@ -125,15 +93,8 @@ async def measure(
     targets: dict[Key, str], calls: int, rounds: int, concurrency: int
 ) -> dict[Key, Sample]:
     scenarios = {s.label: s for s in SCENARIOS}
-    merged = {key: Sample([], 0.0) for key in targets}
-    for (label, _), target in targets.items():  # warm-up, not recorded
-        await _round(scenarios[label], target, min(calls, 500), concurrency)
-    for _ in range(rounds):
-        for key, target in targets.items():
-            sample = await _round(scenarios[key[0]], target, calls, concurrency)
-            merged[key].latencies_s += sample.latencies_s
-            merged[key].elapsed_s += sample.elapsed_s
-    return merged
+    prepared = {key: (scenarios[key[0]].prepare, target) for key, target in targets.items()}
+    return await interleave(prepared, calls, rounds, concurrency)
 
 
 def _untraced(service: LocalService) -> LocalService:
@@ -199,18 +160,23 @@ def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--calls", type=int, default=2000, help="calls per round, call and mode")
+    parser.add_argument(
+        "--calls", type=int, default=2000, help="calls per round and target (calls, gateway)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--orders", type=int, default=100, help="sequential orders to time")
     parser.add_argument("--checkout-output", type=Path, default=CHECKOUT_RESULTS)
+    parser.add_argument("--gateway-output", type=Path, default=GATEWAY_RESULTS)
     parser.add_argument(
-        "--only", choices=("calls", "checkout"), help="run one of the two benchmarks"
+        "--nginx", type=Path, default=NGINX, help="the nginx binary to compare with"
     )
+    parser.add_argument("--only", choices=BENCHMARKS, help="run one of the benchmarks")
     args = parser.parse_args(argv)
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
-    if args.only != "checkout":
+    chosen = BENCHMARKS if args.only is None else (args.only,)
+    if "calls" in chosen:
         with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
             stack, targets = start_services(Path(tmp))
             try:
@@ -221,7 +187,7 @@ def main(argv: list[str]) -> int:
             finally:
                 stack.stop()
         _write(args.output, render(results, command))
-    if args.only != "calls":
+    if "checkout" in chosen:
         with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
             stack, mesh = start_mesh(Path(tmp))
             try:
@@ -229,6 +195,17 @@ def main(argv: list[str]) -> int:
             finally:
                 stack.stop()
         _write(args.checkout_output, render_checkout(checkout, command))
+    if "gateway" in chosen:
+        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+            stack, paths = start_gateways(Path(tmp), args.nginx)
+            try:
+                by_path = {
+                    c: asyncio.run(measure_gateways(paths.targets, args.calls, args.rounds, c))
+                    for c in args.concurrency
+                }
+            finally:
+                stack.stop()
+        _write(args.gateway_output, render_gateway(by_path, paths.nginx, command))
     return 0
 
 

@@ -17,7 +17,8 @@ import contextlib
 import statistics
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,10 +42,20 @@ class CheckoutResult:
     get_product_s: list[float]
 
 
-def start_mesh(run_dir: Path) -> tuple[Stack, dict[str, str]]:
+def start_mesh(
+    run_dir: Path,
+    names: Sequence[str] = SERVICES,
+    environment: Mapping[str, str] | None = None,
+) -> tuple[Stack, dict[str, str]]:
+    """Starts `names` (default: the whole mesh) on free ports; name -> gRPC target.
+
+    `environment` goes on top of every service's own (OTEL_SDK_DISABLED, say).
+    """
     topology = Topology.load()
     ports = {key: free_port() for key in topology.default_ports()}
-    services = [topology.resolve(name, ports, run_dir) for name in SERVICES]
+    services = [topology.resolve(name, ports, run_dir) for name in names]
+    if environment:
+        services = [replace(s, environment={**s.environment, **environment}) for s in services]
     stack = Stack(run_dir)
     start_all(stack, services)
     return stack, {s.name: str(s.grpc_target) for s in services if s.grpc_target}

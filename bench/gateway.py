@@ -1,0 +1,227 @@
+"""What a gateway adds to a call: catalog GetProduct direct, through ours, through nginx.
+
+catalog runs once (tracing off); in front of it, each on a free loopback port,
+run our gateway (`python -m gateway`, access log on as by default, rate
+limiting off: GetProduct's route needs no credential), a second copy with
+GATEWAY_ACCESS_LOG=false, and nginx as the reference gateway: `grpc_pass` to
+an upstream block with `keepalive 32`, one process (`master_process off`), its
+prefix, configuration and error log in the run's temporary folder. All of them
+take the same calls from `bench.load`, rounds interleaved, and a gateway's
+added latency is its median minus the direct median at the same concurrency.
+The gateway issue's target is on the 1-in-flight figures: ours adds at most
+twice what nginx adds.
+
+nginx comes from `make bench-tools` (.tools/nginx); without it, or if it does
+not start, the nginx rows are missing and the results say why.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.checkout import start_mesh
+from bench.load import Sample, get_product, interleave
+from bench.report import header, percentile
+from localmode.processes import Stack, StartError, free_port
+from localmode.topology import REPO_ROOT, LocalService
+
+__all__ = ["NGINX", "GatewayTargets", "measure_gateways", "render_gateway", "start_gateways"]
+
+NGINX = REPO_ROOT / ".tools" / "nginx" / "usr" / "sbin" / "nginx"
+DIRECT = "direct to catalog"
+OURS = "our gateway"
+OURS_QUIET = "our gateway, access log off"
+REFERENCE = "nginx grpc_pass"
+TARGET_RATIO = 2.0  # ours may add at most this many times what nginx adds
+UNTRACED = {"OTEL_SDK_DISABLED": "true"}
+
+# One process, no daemon; every path nginx would write under /var goes to
+# the prefix. keepalive_requests lifts the default of 1000 calls per
+# connection, after which nginx would close the client's or the upstream's
+# HTTP/2 connection mid-run and charge a reconnection to some call.
+NGINX_CONF = """\
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream catalog {{
+        server {catalog};
+        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {listen} http2;
+        keepalive_requests 1000000;
+        location / {{
+            grpc_pass grpc://catalog;
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class GatewayTargets:
+    targets: dict[str, str]  # path -> gRPC target, direct first
+    nginx: str  # "nginx/1.22.1", or why nginx is not measured
+
+
+def _our_gateway(name: str, catalog: str, access_log: bool, run_dir: Path) -> LocalService:
+    listen = f"127.0.0.1:{free_port()}"
+    return LocalService(
+        name=name,
+        command=(sys.executable, "-m", "gateway"),
+        environment={
+            "GRPC_LISTEN_ADDR": listen,
+            "GATEWAY_UPSTREAM_CATALOG": catalog,
+            "GATEWAY_RATE_PER_SECOND": "0",
+            "GATEWAY_ACCESS_LOG": "true" if access_log else "false",
+            **UNTRACED,
+        },
+        ready=f"grpc://{listen}",
+        ports={},
+        run_dir=run_dir,
+    )
+
+
+def _nginx(binary: Path, catalog: str, run_dir: Path) -> LocalService:
+    prefix = run_dir / "nginx"
+    prefix.mkdir(parents=True, exist_ok=True)
+    listen = f"127.0.0.1:{free_port()}"
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, catalog=catalog, listen=listen))
+    return LocalService(
+        name="nginx",
+        command=(
+            str(binary),
+            *("-p", str(prefix), "-c", str(conf)),
+            *("-g", "daemon off; master_process off;"),
+        ),
+        environment={},
+        ready=f"grpc://{listen}",  # a health check through nginx reaches catalog's
+        ports={},
+        run_dir=run_dir,
+    )
+
+
+def nginx_version(binary: Path) -> str:
+    """`nginx/1.22.1`, from `nginx -v` (which writes to stderr)."""
+    done = subprocess.run(
+        [str(binary), "-v"], capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stderr.strip().removeprefix("nginx version: ")
+
+
+def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTargets]:
+    """Starts catalog, our gateway twice and nginx; stops what it started if one fails.
+
+    nginx failing to start is no failure: the targets then lack it and say why.
+    """
+    stack, mesh = start_mesh(run_dir, ("catalog",), UNTRACED)
+    catalog = mesh["catalog"]
+    targets = {DIRECT: catalog}
+    try:
+        for label, name, access_log in (
+            (OURS, "gateway", True),
+            (OURS_QUIET, "gateway-quiet", False),
+        ):
+            gateway = _our_gateway(name, catalog, access_log, run_dir)
+            stack.start(gateway)
+            targets[label] = str(gateway.grpc_target)
+        if not nginx.is_file():
+            return stack, GatewayTargets(
+                targets, f"not measured: {nginx} is missing (`make bench-tools` unpacks it)"
+            )
+        try:
+            version = nginx_version(nginx)
+            service = _nginx(nginx, catalog, run_dir)
+            stack.start(service, timeout_s=20)
+        except (OSError, subprocess.SubprocessError, StartError) as error:
+            reason = " ".join(str(error).split()).rstrip(".")  # it goes into a sentence
+            return stack, GatewayTargets(targets, f"not measured: nginx did not start: {reason}")
+        targets[REFERENCE] = str(service.grpc_target)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, GatewayTargets(targets, version)
+
+
+async def measure_gateways(
+    targets: dict[str, str], calls: int, rounds: int, concurrency: int
+) -> dict[str, Sample]:
+    prepared = {label: (get_product, target) for label, target in targets.items()}
+    return await interleave(prepared, calls, rounds, concurrency)
+
+
+def _added_us(by_path: dict[str, Sample], path: str) -> float:
+    median = statistics.median(by_path[path].latencies_s)
+    return (median - statistics.median(by_path[DIRECT].latencies_s)) * 1e6
+
+
+def render_gateway(results: dict[int, dict[str, Sample]], nginx: str, command: str) -> str:
+    measured = any(REFERENCE in by_path for by_path in results.values())
+    reference = (
+        f"nginx ({nginx}) is one process with `grpc_pass` to an upstream with `keepalive 32`"
+        if measured
+        else f"nginx is {nginx}"
+    )
+    lines = [
+        *header("catalog GetProduct direct, through our gateway, through nginx", command),
+        "Setup: one Python grpc.aio client process; catalog (Python, OTEL_SDK_DISABLED=true) and"
+        " every gateway in front of it run on loopback as processes of their own. 'our gateway'"
+        " is `python -m gateway` with its default JSON access log (to a file), rate limiting off"
+        " and tracing off; 'access log off' is a second copy with GATEWAY_ACCESS_LOG=false;"
+        f" {reference}. Rounds go over every path in turn. 'added' is the path's median minus"
+        " the direct median at the same concurrency.",
+        "",
+        "| in flight | path | calls | median ms | p99 ms | calls/s | added µs |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for concurrency, by_path in results.items():
+        for path, sample in by_path.items():
+            lat = sample.latencies_s
+            added = "" if path == DIRECT else f"{_added_us(by_path, path):,.0f}"
+            lines.append(
+                f"| {concurrency} | {path} | {len(lat)} "
+                f"| {statistics.median(lat) * 1000:.3f} | {percentile(lat, 0.99) * 1000:.3f} "
+                f"| {len(lat) / sample.elapsed_s:,.0f} | {added} |"
+            )
+    lines += ["", *_verdict(results.get(1), nginx)]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(by_path: dict[str, Sample] | None, nginx: str) -> list[str]:
+    """The target: ours adds at most TARGET_RATIO x what nginx adds (median, 1 in flight)."""
+    goal = (
+        f"Target: our gateway adds at most {TARGET_RATIO:g}x what nginx adds (median, 1 in flight)"
+    )
+    if by_path is None:
+        return [f"{goal}: not judged, no run with 1 in flight."]
+    if REFERENCE not in by_path:
+        return [f"{goal}: not judged, nginx {nginx}."]
+    reference = _added_us(by_path, REFERENCE)
+    lines = [
+        f"{goal}. nginx adds {reference:,.0f} µs.",
+        "",
+        "| gateway | added µs | x nginx's |",
+        "|---|---:|---:|",
+    ]
+    for path in (OURS, OURS_QUIET, REFERENCE):
+        added = _added_us(by_path, path)
+        ratio = f"{added / reference:.2f}" if reference > 0 else "n/a"
+        lines.append(f"| {path} | {added:,.0f} | {ratio} |")
+    ours = _added_us(by_path, OURS)
+    if reference <= 0:
+        return [*lines, "", "Not judged: nginx added nothing measurable in this run."]
+    met = "met" if ours <= TARGET_RATIO * reference else "not met"
+    return [*lines, "", f"Target {met}: {ours / reference:.2f}x with the access log on."]

@@ -1,0 +1,74 @@
+"""How every call table of `make bench` drives load: one client, calls timed on the client.
+
+A round opens a channel to its target, makes one call outside the clock (the
+connection), then runs `calls` calls with `concurrency` of them in flight and
+times each one. `interleave` warms every target up, then goes over the targets
+in turn `rounds` times, so that machine noise hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+__all__ = ["Call", "Prepare", "Sample", "get_product", "interleave", "one_round"]
+
+Call = Callable[[], Awaitable[Any]]
+Prepare = Callable[[grpc.aio.Channel], Awaitable[Call]]  # a channel -> the call to repeat
+Key = TypeVar("Key", bound=Hashable)
+
+
+@dataclass
+class Sample:
+    latencies_s: list[float]
+    elapsed_s: float
+
+
+async def get_product(channel: grpc.aio.Channel) -> Call:
+    """catalog GetProduct of one product: the anchor of every table."""
+    stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+    request = catalog_pb2.GetProductRequest(id="prod-chemex")
+    return lambda: stub.GetProduct(request, timeout=5)
+
+
+async def one_round(prepare: Prepare, target: str, calls: int, concurrency: int) -> Sample:
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = await prepare(channel)
+        await call()  # connect outside the clock
+        remaining = calls
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                await call()
+                latencies.append(time.perf_counter() - start)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return Sample(latencies, elapsed)
+
+
+async def interleave(
+    targets: Mapping[Key, tuple[Prepare, str]], calls: int, rounds: int, concurrency: int
+) -> dict[Key, Sample]:
+    """`rounds` rounds of `calls` calls per target, after a warm-up round that is not kept."""
+    merged = {key: Sample([], 0.0) for key in targets}
+    for prepare, target in targets.values():
+        await one_round(prepare, target, min(calls, 500), concurrency)
+    for _ in range(rounds):
+        for key, (prepare, target) in targets.items():
+            sample = await one_round(prepare, target, calls, concurrency)
+            merged[key].latencies_s += sample.latencies_s
+            merged[key].elapsed_s += sample.elapsed_s
+    return merged
