@@ -8,9 +8,12 @@ A service takes part in local mode when it has an `x-local` entry:
       ready: grpc://catalog:50051        # or an http:// URL that answers 200
 
 Every `name:port` in the environment and in `ready` (and `0.0.0.0:port` of a
-service's own ports) becomes `127.0.0.1:<local port>`. The local port is the
-compose port by default; tests pass other ones so they never collide with a
-stack the user has up.
+service's own ports) becomes `127.0.0.1:<local port>`. A service's ports are
+the container ports of its `ports:` (the few compose publishes on the host)
+and of its `expose:` (the rest, reachable only inside the compose network);
+local mode listens on all of them. The local port is the compose port by
+default; tests pass other ones so they never collide with a stack the user
+has up.
 
 Variables in environment values and commands are substituted from the
 caller's environment as `docker compose` does it (`${NAME}`,

@@ -40,6 +40,11 @@ class ServerConfig:
     grace_s: float
     drain_s: float
     faults: FaultConfig
+    # 0: connections live as long as clients keep them. Otherwise the server
+    # closes each connection (GOAWAY, calls in flight finish) after about this
+    # long, so a client that resolves this service by DNS resolves it again
+    # and spreads its calls over replicas added since it connected.
+    max_connection_age_s: float = 0.0
 
     @classmethod
     def from_env(cls, env: Env, default_addr: str) -> ServerConfig:
@@ -48,6 +53,7 @@ class ServerConfig:
             grace_s=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0),
             drain_s=env.number("SHUTDOWN_DRAIN_SECONDS", 0.5, minimum=0.0),
             faults=FaultConfig.from_env(env),
+            max_connection_age_s=env.number("GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0, minimum=0.0),
         )
 
 
@@ -79,7 +85,11 @@ def build_server(
         chain.append(FaultInjection(config.faults))
     # SO_REUSEPORT off: a second process on a busy port must fail to start,
     # not silently share the traffic with whatever holds the port.
-    server = grpc.aio.server(interceptors=chain, options=[("grpc.so_reuseport", 0), *options])
+    server_options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    if config.max_connection_age_s > 0:
+        age_ms = max(1, round(config.max_connection_age_s * 1000))
+        server_options.append(("grpc.max_connection_age_ms", age_ms))
+    server = grpc.aio.server(interceptors=chain, options=[*server_options, *options])
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)

@@ -130,6 +130,7 @@ def test_server_config_from_the_environment() -> None:
             "SHUTDOWN_DRAIN_SECONDS": "0",
             "FAULT_DELAY_MS": "250",
             "FAULT_ERROR_PERCENT": "12.5",
+            "GRPC_MAX_CONNECTION_AGE_SECONDS": "30",
         }
     )
     config = ServerConfig.from_env(env, default_addr="0.0.0.0:50051")
@@ -138,6 +139,7 @@ def test_server_config_from_the_environment() -> None:
         grace_s=3.0,
         drain_s=0.0,
         faults=FaultConfig(delay_ms=250, error_percent=12.5),
+        max_connection_age_s=30.0,
     )
     assert config.faults.enabled
 

@@ -1,0 +1,521 @@
+"""The real Dockerfiles and compose.yaml, built and run with Docker Compose.
+
+`make compose-test` runs this module (it is marked `compose`, which the
+default pytest run deselects): it needs a Docker engine with Compose v2 whose
+base images are present — on a machine without a registry,
+scripts/docker/compose-test.sh starts the project's own dockerd and builds
+local stand-ins for them first.
+
+The stack is compose.yaml itself, under a project name of its own, with the
+keys of a fresh `.env` (scripts/docker/make-env.py) and one override file
+that moves the two published ports (gateway 8080, Jaeger 16686) to free
+loopback ports, so the test never touches whatever holds the real ones.
+Everything is called from the host, as a user would: grpcurl through the
+gateway, Jaeger's query API, `docker compose`. The stack is torn down with
+its volumes whatever happens, and the last check is that nothing of it is
+left: no container, network or volume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from localmode.topology import REPO_ROOT
+from tests.conftest import GRPCURL, require_tool
+from tracing.jaeger import wait_for_trace
+
+pytestmark = pytest.mark.compose
+
+COMPOSE_FILE = REPO_ROOT / "compose.yaml"
+MAKE_ENV = REPO_ROOT / "scripts" / "docker" / "make-env.py"
+# The variables make-env.py writes; taken out of the environment compose
+# runs in, so the test's .env is what the stack gets.
+KEY_VARIABLES = (
+    "CATALOG_PAGE_TOKEN_KEY",
+    "ORDERS_PAGE_TOKEN_KEY",
+    "NOTIFICATIONS_PAGE_TOKEN_KEY",
+    "GATEWAY_JWT_KEY",
+    "GATEWAY_API_KEYS",
+)
+SIX = {"gateway", "catalog", "orders", "inventory", "payments", "notifications"}
+PUBLISHED = {("gateway", 8080), ("jaeger", 16686)}
+OVERRIDE = """\
+# The compose test's own published ports: free ones, on loopback only.
+services:
+  gateway:
+    ports: !override ["127.0.0.1::8080"]
+  jaeger:
+    ports: !override ["127.0.0.1::16686"]
+"""
+BUILD_TIMEOUT_S = 40 * 60
+UP_TIMEOUT_S = 300
+CALL_TIMEOUT_S = 30
+WAIT_S = 90.0
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float, every_s: float) -> T:
+    """Calls `probe` until it returns something other than None; at most `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() + every_s > deadline:
+            raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
+        time.sleep(every_s)
+
+
+@dataclass
+class Stack:
+    project: str
+    workdir: Path
+    env: dict[str, str]  # what compose and the token minter run with
+    keys: dict[str, str]  # the test's .env
+    measurements: list[tuple[str, str]]  # printed at the end (conftest.py)
+    gateway: str = ""  # host:port of the published gateway
+    jaeger_url: str = ""
+
+    def compose_argv(self, *args: str) -> list[str]:
+        return [
+            "docker",
+            "compose",
+            "--project-name",
+            self.project,
+            "--project-directory",
+            str(REPO_ROOT),
+            "--file",
+            str(COMPOSE_FILE),
+            "--file",
+            str(self.workdir / "compose.test.yaml"),
+            "--env-file",
+            str(self.workdir / ".env"),
+            *args,
+        ]
+
+    def compose(
+        self, *args: str, timeout_s: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(self.compose_argv(*args), self.env, timeout_s, check)
+
+    def docker(
+        self, *args: str, timeout_s: float = 60, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return run(["docker", *args], self.env, timeout_s, check)
+
+    def container_ids(self, service: str) -> list[str]:
+        out = self.compose("ps", "--quiet", service).stdout
+        return sorted(line for line in out.split() if line)
+
+    def grpcurl(
+        self,
+        method: str,
+        body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(GRPCURL), "-plaintext", "-max-time", "20"]
+        for name, value in (headers or {}).items():
+            argv += ["-H", f"{name}: {value}"]
+        if body is not None:
+            argv += ["-d", json.dumps(body)]
+        argv += [self.gateway, *method.split()]
+        return run(argv, self.env, CALL_TIMEOUT_S, check)
+
+    def call(
+        self, method: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.grpcurl(method, body, headers).stdout or "{}")
+        return result
+
+    def token(self, subject: str) -> str:
+        env = {**self.env, **self.keys}
+        out = run(
+            [sys.executable, "-m", "gateway.token", "--sub", subject, "--ttl", "3600"],
+            env,
+            30,
+            True,
+        ).stdout
+        return out.strip().splitlines()[-1]
+
+
+def run(
+    argv: Sequence[str], env: Mapping[str, str], timeout_s: float, check: bool
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        list(argv),
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{tail}")
+    return result
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines())
+    return {k: v for k, v, *_ in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
+
+
+def published_port(stack: Stack, service: str, port: int) -> str:
+    out = stack.compose("port", service, str(port)).stdout.strip()
+    _host, _, mapped = out.rpartition(":")
+    assert mapped.isdigit(), f"docker compose port {service} {port} said {out!r}"
+    return f"127.0.0.1:{mapped}"
+
+
+def leftovers(stack: Stack) -> list[str]:
+    label = f"label=com.docker.compose.project={stack.project}"
+    found = []
+    for kind, argv in (
+        ("container", ["ps", "--all", "--quiet", "--filter", label]),
+        ("network", ["network", "ls", "--quiet", "--filter", label]),
+        ("volume", ["volume", "ls", "--quiet", "--filter", label]),
+    ):
+        found += [f"{kind} {item}" for item in stack.docker(*argv).stdout.split()]
+    return found
+
+
+def measure_memory(stack: Stack) -> None:
+    """Sum of the running containers' memory, as `docker stats --no-stream` reports it."""
+    ids = stack.compose("ps", "--quiet").stdout.split()
+    out = stack.docker(
+        "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}", *ids, timeout_s=120
+    ).stdout
+    units = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+    total = 0.0
+    for line in out.splitlines():
+        usage = line.split("\t")[1].split("/")[0].strip()
+        match = re.fullmatch(r"([\d.]+)\s*([A-Za-z]+)", usage)
+        assert match, f"cannot read docker stats line {line!r}"
+        total += float(match.group(1)) * units[match.group(2)]
+    stack.measurements.append(
+        (f"memory of the stack ({len(ids)} containers)", f"{total / 2**20:.0f} MiB")
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    measurements: list[tuple[str, str]],
+) -> Iterator[Stack]:
+    require_tool(GRPCURL)
+    for tool in ("docker",):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not on PATH: run the test with `make compose-test`")
+    workdir = tmp_path_factory.mktemp("compose")
+    run([sys.executable, str(MAKE_ENV), str(workdir / ".env")], os.environ, 30, True)
+    (workdir / "compose.test.yaml").write_text(OVERRIDE)
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}
+    stack = Stack(
+        project=f"shopmesh-test-{secrets.token_hex(4)}",
+        workdir=workdir,
+        env=env,
+        keys=read_env_file(workdir / ".env"),
+        measurements=measurements,
+    )
+    info = stack.docker("info", "--format", "{{.ServerVersion}}", check=False)
+    if info.returncode != 0:
+        pytest.fail(f"no Docker engine answers (run `make compose-test`): {info.stderr.strip()}")
+    version = stack.compose("version", "--short").stdout.strip()
+    measurements.append(("engine / compose", f"dockerd {info.stdout.strip()}, compose {version}"))
+    try:
+        started = time.monotonic()
+        # One image at a time: builds on a small machine are CPU-bound.
+        stack.compose("--parallel", "1", "build", timeout_s=BUILD_TIMEOUT_S)
+        measurements.append(("docker compose build", f"{time.monotonic() - started:.0f} s"))
+        started = time.monotonic()
+        stack.compose(
+            "up",
+            "--detach",
+            "--wait",
+            "--wait-timeout",
+            str(UP_TIMEOUT_S),
+            timeout_s=UP_TIMEOUT_S + 60,
+        )
+        measurements.append(("docker compose up --wait", f"{time.monotonic() - started:.0f} s"))
+        stack.gateway = published_port(stack, "gateway", 8080)
+        stack.jaeger_url = f"http://{published_port(stack, 'jaeger', 16686)}"
+        images = stack.docker(
+            "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}", "shopmesh/*"
+        ).stdout.split("\n")
+        measurements.append(("images", ", ".join(i for i in sorted(images) if i)))
+        yield stack
+    finally:
+        if request.session.testsfailed:
+            for argv in (("ps", "--all"), ("logs", "--no-color", "--tail", "40")):
+                out = stack.compose(*argv, check=False)
+                print(f"--- docker compose {' '.join(argv)}\n{out.stdout}{out.stderr}")
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", timeout_s=180)
+        left = leftovers(stack)
+        assert not left, f"`docker compose down` left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def customer() -> str:
+    return f"cus-compose-{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="module")
+def auth(stack: Stack, customer: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {stack.token(customer)}"}
+
+
+@dataclass(frozen=True)
+class Checkout:
+    order_id: str
+    trace_id: str
+
+
+@pytest.fixture(scope="module")
+def checkout(stack: Stack, customer: str, auth: dict[str, str]) -> Checkout:
+    trace_id = secrets.token_hex(16)
+    headers = {**auth, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    reply = stack.call(
+        "shop.orders.v1.OrdersService/PlaceOrder",
+        {
+            "idempotency_key": f"compose-{secrets.token_hex(8)}",
+            "customer_id": customer,
+            "email": "ada@example.com",
+            "lines": [{"product_id": "prod-aeropress", "quantity": 1}],
+            "card": {
+                "number": "4242424242424242",
+                "expiry_month": 12,
+                "expiry_year": 2034,
+                "cvc": "123",
+            },
+        },
+        headers,
+    )
+    order = reply["order"]
+    assert order["status"] == "ORDER_STATUS_CONFIRMED", reply
+    return Checkout(order_id=order["id"], trace_id=trace_id)
+
+
+def test_the_compose_file_declares_health_limits_volumes_and_two_published_ports(
+    stack: Stack,
+) -> None:
+    config = json.loads(stack.compose("config", "--format", "json").stdout)
+    services: dict[str, Any] = config["services"]
+    assert SIX | {"jaeger", "nats"} <= set(services)
+    published = set()
+    for name, spec in services.items():
+        assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert spec["deploy"]["resources"]["limits"]["memory"], f"{name} has no memory limit"
+        for dependency, how in spec.get("depends_on", {}).items():
+            assert how["condition"] == "service_healthy", f"{name} -> {dependency}: {how}"
+        published |= {(name, int(p["target"])) for p in spec.get("ports", [])}
+        if name in SIX - {"gateway"} or name == "nats":
+            volumes = [v for v in spec.get("volumes", []) if v["type"] == "volume"]
+            assert volumes, f"{name} keeps its data in no named volume"
+    assert published == PUBLISHED
+
+
+def test_every_container_is_healthy(stack: Stack) -> None:
+    lines = stack.compose("ps", "--format", "json").stdout.splitlines()
+    containers = [json.loads(line) for line in lines if line.strip()]
+    states = {c["Service"]: (c["State"], c["Health"]) for c in containers}
+    assert set(states) == SIX | {"jaeger", "nats"}
+    assert all(s == ("running", "healthy") for s in states.values()), states
+    measure_memory(stack)
+
+
+def test_grpcurl_lists_and_describes_the_public_services_through_the_gateway(
+    stack: Stack,
+) -> None:
+    listed = stack.grpcurl("list").stdout.split()
+    for service in ("CatalogService", "OrdersService", "NotificationsService"):
+        assert f"shop.{service.removesuffix('Service').lower()}.v1.{service}" in listed
+    assert not any("Inventory" in s or "Payments" in s for s in listed), listed
+    described = stack.grpcurl("describe shop.orders.v1.OrdersService").stdout
+    assert "rpc PlaceOrder ( .shop.orders.v1.PlaceOrderRequest )" in described
+
+
+def test_the_catalog_can_be_browsed_and_searched(stack: Stack) -> None:
+    first = stack.call("shop.catalog.v1.CatalogService/ListProducts", {"page_size": 3})
+    assert len(first["products"]) == 3
+    assert first["next_page_token"]
+    second = stack.call(
+        "shop.catalog.v1.CatalogService/ListProducts",
+        {"page_size": 3, "page_token": first["next_page_token"]},
+    )
+    assert {p["id"] for p in second["products"]}.isdisjoint(p["id"] for p in first["products"])
+    product = stack.call("shop.catalog.v1.CatalogService/GetProduct", {"id": "prod-chemex"})
+    assert product["product"]["id"] == "prod-chemex"
+    found = stack.call("shop.catalog.v1.CatalogService/SearchProducts", {"query": "chemex"})
+    assert "prod-chemex" in {p["id"] for p in found["products"]}
+
+
+def test_a_checkout_is_one_trace_across_every_service_in_jaeger(
+    stack: Stack, checkout: Checkout
+) -> None:
+    trace = wait_for_trace(
+        checkout.trace_id,
+        timeout_s=WAIT_S,
+        base_url=stack.jaeger_url,
+        predicate=lambda t: t.services() >= SIX,
+    )
+    assert trace.services() >= SIX
+
+
+def test_the_checkout_is_notified(
+    stack: Stack, checkout: Checkout, customer: str, auth: dict[str, str]
+) -> None:
+    def notified() -> dict[str, Any] | None:
+        reply = stack.call(
+            "shop.notifications.v1.NotificationsService/ListNotifications",
+            {"customer_id": customer, "page_size": 10},
+            auth,
+        )
+        mine = [n for n in reply.get("notifications", []) if n["order_id"] == checkout.order_id]
+        return mine[0] if mine else None
+
+    notification = wait_until("the checkout's notification", notified, WAIT_S, 1.0)
+    assert notification["customer_id"] == customer
+
+
+def _rfc3339(unix_ns: int) -> str:
+    seconds, nanos = divmod(unix_ns, 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+def catalog_hosts(stack: Stack, since_ns: int) -> Counter[str]:
+    """How many catalog spans each container (host.name) recorded since `since_ns`.
+
+    Read from the raw OTLP resources of Jaeger's API v3: the typed model in
+    tracing/ keeps only service.name.
+    """
+    query = urllib.parse.urlencode(
+        {
+            "query.service_name": "catalog",
+            "query.start_time_min": _rfc3339(since_ns),
+            "query.start_time_max": _rfc3339(time.time_ns() + 60 * 10**9),
+            "query.num_traces": "1000",
+        }
+    )
+    try:
+        with urllib.request.urlopen(f"{stack.jaeger_url}/api/v3/traces?{query}", timeout=10) as r:
+            document = json.load(r)
+    except urllib.error.HTTPError as error:
+        if error.code == 404:  # no trace yet
+            return Counter()
+        raise
+    hosts: Counter[str] = Counter()
+    for resource_spans in document.get("result", {}).get("resourceSpans", []):
+        attributes = {
+            a["key"]: next(iter(a.get("value", {}).values()), None)
+            for a in resource_spans.get("resource", {}).get("attributes", [])
+        }
+        if attributes.get("service.name") == "catalog":
+            spans = sum(len(s.get("spans", [])) for s in resource_spans.get("scopeSpans", []))
+            hosts[str(attributes.get("host.name"))] += spans
+    return hosts
+
+
+def test_scaled_catalog_replicas_all_get_calls_through_dns_round_robin(stack: Stack) -> None:
+    stack.compose(
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(UP_TIMEOUT_S),
+        "--no-recreate",
+        "--scale",
+        "catalog=3",
+        timeout_s=UP_TIMEOUT_S + 60,
+    )
+    replicas = stack.container_ids("catalog")
+    assert len(replicas) == 3
+    hostnames = {
+        stack.docker("inspect", "--format", "{{.Config.Hostname}}", c).stdout.strip()
+        for c in replicas
+    }
+    since = time.time_ns()
+    started = time.monotonic()
+
+    def every_replica_served() -> Counter[str] | None:
+        for _ in range(6):
+            stack.call("shop.catalog.v1.CatalogService/GetProduct", {"id": "prod-chemex"})
+        hosts = catalog_hosts(stack, since)
+        return hosts if hostnames <= set(hosts) else None
+
+    # The gateway resolved `catalog` when it first connected; it resolves it
+    # again when the connection it has is closed, which catalog does after
+    # GRPC_MAX_CONNECTION_AGE_SECONDS (30 s in compose.yaml).
+    hosts = wait_until("calls reaching all three catalog replicas", every_replica_served, 150, 2)
+    stack.measurements.append(
+        (
+            "catalog spans per replica after --scale catalog=3",
+            f"{dict(hosts)} (all three after {time.monotonic() - started:.0f} s)",
+        )
+    )
+    # The replicas share the page-token key from .env: a token from one
+    # replica pages on any other (round_robin spreads these calls over all).
+    first = stack.call("shop.catalog.v1.CatalogService/ListProducts", {"page_size": 2})
+    for _ in range(6):
+        page = stack.call(
+            "shop.catalog.v1.CatalogService/ListProducts",
+            {"page_size": 2, "page_token": first["next_page_token"]},
+        )
+        assert len(page["products"]) == 2
+    measure_memory(stack)
+
+
+def test_a_killed_and_replaced_orders_container_keeps_its_orders(
+    stack: Stack, checkout: Checkout, auth: dict[str, str]
+) -> None:
+    def get_order() -> dict[str, Any] | None:
+        result = stack.grpcurl(
+            "shop.orders.v1.OrdersService/GetOrder", {"id": checkout.order_id}, auth, check=False
+        )
+        if result.returncode != 0:
+            return None
+        order: dict[str, Any] = json.loads(result.stdout)["order"]
+        return order
+
+    assert get_order() is not None
+    [before] = stack.container_ids("orders")
+    stack.compose("kill", "orders")
+    stack.compose("rm", "--force", "orders")
+    assert stack.container_ids("orders") == []
+    stack.compose(
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(UP_TIMEOUT_S),
+        "--no-deps",
+        "orders",
+        timeout_s=UP_TIMEOUT_S + 60,
+    )
+    [after] = stack.container_ids("orders")
+    assert after != before, "orders was not replaced by a new container"
+    order = wait_until("the order, from the new orders container", get_order, WAIT_S, 1.0)
+    assert order["id"] == checkout.order_id
+    assert order["status"] == "ORDER_STATUS_CONFIRMED"
