@@ -9,8 +9,8 @@ throughput per concurrency, plus each median as a ratio to catalog's
 GetProduct in the same mode and run, and is written to bench/results.md with
 the command that made it. Then `bench.checkout` times whole checkouts
 (PlaceOrder end to end, confirm -> notification) into bench/checkout.md, and
-`bench.gateway` what our gateway and nginx add to a call into
-bench/gateway.md. `--only calls|checkout|gateway` runs one of the three.
+`bench.gateway` what our gateway, a bare grpc.aio proxy and nginx add to a
+call into bench/gateway.md. `--only calls|checkout|gateway` runs one of the three.
 """
 
 from __future__ import annotations

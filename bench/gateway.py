@@ -1,11 +1,14 @@
-"""What a gateway adds to a call: catalog GetProduct direct, through ours, through nginx.
+"""What a gateway adds to a call: catalog GetProduct direct, through ours, a bare proxy, nginx.
 
 catalog runs once (tracing off); in front of it, each on a free loopback port,
 run our gateway (`python -m gateway`, access log on as by default, rate
 limiting off: GetProduct's route needs no credential), a second copy with
-GATEWAY_ACCESS_LOG=false, and nginx as the reference gateway: `grpc_pass` to
-an upstream block with `keepalive 32`, one process (`master_process off`), its
-prefix, configuration and error log in the run's temporary folder. All of them
+GATEWAY_ACCESS_LOG=false, `bench.bare_proxy` (a grpc.aio proxy that forwards
+bytes and does nothing else: the floor for any Python grpc.aio gateway, so
+what ours adds above it is our code), and nginx as the reference gateway:
+`grpc_pass` to an upstream block with `keepalive 32`, one process
+(`master_process off`), its prefix, configuration and error log in the run's
+temporary folder. All of them
 take the same calls from `bench.load`, rounds interleaved, and a gateway's
 added latency is its median minus the direct median at the same concurrency.
 The gateway issue's target is on the 1-in-flight figures: ours adds at most
@@ -35,6 +38,7 @@ NGINX = REPO_ROOT / ".tools" / "nginx" / "usr" / "sbin" / "nginx"
 DIRECT = "direct to catalog"
 OURS = "our gateway"
 OURS_QUIET = "our gateway, access log off"
+BARE = "bare grpc.aio proxy"
 REFERENCE = "nginx grpc_pass"
 TARGET_RATIO = 2.0  # ours may add at most this many times what nginx adds
 UNTRACED = {"OTEL_SDK_DISABLED": "true"}
@@ -94,6 +98,21 @@ def _our_gateway(name: str, catalog: str, access_log: bool, run_dir: Path) -> Lo
     )
 
 
+def _bare_proxy(catalog: str, run_dir: Path) -> LocalService:
+    listen = f"127.0.0.1:{free_port()}"
+    return LocalService(
+        name="bare-proxy",
+        command=(
+            *(sys.executable, "-m", "bench.bare_proxy"),
+            *("--listen", listen, "--upstream", catalog),
+        ),
+        environment={},
+        ready=f"grpc://{listen}",  # a health check through the proxy reaches catalog's
+        ports={},
+        run_dir=run_dir,
+    )
+
+
 def _nginx(binary: Path, catalog: str, run_dir: Path) -> LocalService:
     prefix = run_dir / "nginx"
     prefix.mkdir(parents=True, exist_ok=True)
@@ -123,7 +142,7 @@ def nginx_version(binary: Path) -> str:
 
 
 def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTargets]:
-    """Starts catalog, our gateway twice and nginx; stops what it started if one fails.
+    """Starts catalog, our gateway twice, the bare proxy and nginx; stops all if one fails.
 
     nginx failing to start is no failure: the targets then lack it and say why.
     """
@@ -138,6 +157,9 @@ def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTa
             gateway = _our_gateway(name, catalog, access_log, run_dir)
             stack.start(gateway)
             targets[label] = str(gateway.grpc_target)
+        bare = _bare_proxy(catalog, run_dir)
+        stack.start(bare)
+        targets[BARE] = str(bare.grpc_target)
         if not nginx.is_file():
             return stack, GatewayTargets(
                 targets, f"not measured: {nginx} is missing (`make bench-tools` unpacks it)"
@@ -176,11 +198,16 @@ def render_gateway(results: dict[int, dict[str, Sample]], nginx: str, command: s
         else f"nginx is {nginx}"
     )
     lines = [
-        *header("catalog GetProduct direct, through our gateway, through nginx", command),
+        *header(
+            "catalog GetProduct direct, through our gateway, a bare grpc.aio proxy and nginx",
+            command,
+        ),
         "Setup: one Python grpc.aio client process; catalog (Python, OTEL_SDK_DISABLED=true) and"
         " every gateway in front of it run on loopback as processes of their own. 'our gateway'"
         " is `python -m gateway` with its default JSON access log (to a file), rate limiting off"
         " and tracing off; 'access log off' is a second copy with GATEWAY_ACCESS_LOG=false;"
+        " 'bare grpc.aio proxy' is `python -m bench.bare_proxy`, one generic handler that"
+        " forwards the request bytes to catalog on one channel and returns the response bytes;"
         f" {reference}. Rounds go over every path in turn. 'added' is the path's median minus"
         " the direct median at the same concurrency.",
         "",
@@ -216,12 +243,31 @@ def _verdict(by_path: dict[str, Sample] | None, nginx: str) -> list[str]:
         "| gateway | added µs | x nginx's |",
         "|---|---:|---:|",
     ]
-    for path in (OURS, OURS_QUIET, REFERENCE):
+    for path in (OURS, OURS_QUIET, BARE, REFERENCE):
         added = _added_us(by_path, path)
         ratio = f"{added / reference:.2f}" if reference > 0 else "n/a"
         lines.append(f"| {path} | {added:,.0f} | {ratio} |")
+    lines += ["", _floor(by_path)]
     ours = _added_us(by_path, OURS)
     if reference <= 0:
         return [*lines, "", "Not judged: nginx added nothing measurable in this run."]
     met = "met" if ours <= TARGET_RATIO * reference else "not met"
     return [*lines, "", f"Target {met}: {ours / reference:.2f}x with the access log on."]
+
+
+def _floor(by_path: dict[str, Sample]) -> str:
+    """One sentence: what the bare proxy's row means, and what it leaves to our code."""
+    # Whole µs, as in the table, so that the two parts add up to the whole.
+    ours, bare = round(_added_us(by_path, OURS)), round(_added_us(by_path, BARE))
+    floor = (
+        f"'{BARE}' forwards bytes with no metadata, deadline, auth, rate limit, log, tracing"
+        " or interceptors, so it is the floor for any Python grpc.aio gateway: what grpc.aio"
+        " itself costs to receive a call and make another"
+    )
+    if ours <= bare:
+        return f"{floor}; in this run our gateway added no more than it ({ours:,.0f} µs)."
+    share = f" ({bare / ours:.0%} of it)" if bare > 0 else ""
+    return (
+        f"{floor}; of the {ours:,.0f} µs our gateway adds, {bare:,.0f} µs{share} is that floor"
+        f" and {ours - bare:,.0f} µs is our code."
+    )

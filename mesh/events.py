@@ -14,9 +14,12 @@ client; this module only adds the shop's conventions on top of it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 from opentelemetry import context, propagate
@@ -90,3 +93,19 @@ async def publish_event(
 def extract_context(headers: Mapping[str, str] | None) -> context.Context:
     """The publisher's trace context from a message's headers (empty if none)."""
     return propagate.extract(dict(headers or {}))
+
+
+async def stop_worker(task: asyncio.Task[None] | None, client: NatsClient | None) -> None:
+    """Cancels a service's NATS worker task and closes its connection.
+
+    A worker (orders' outbox relay, notifications' consumer) is stopped at
+    shutdown, when the broker may already be gone: closing quietly is all
+    that is left to do.
+    """
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if client is not None and not client.is_closed:
+        with contextlib.suppress(Exception):
+            await client.close()

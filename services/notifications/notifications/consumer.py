@@ -14,7 +14,6 @@ the process lives; ListNotifications keeps serving stored history meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,13 @@ from nats.aio.msg import Msg
 from nats.js import api
 from opentelemetry import trace
 
-from mesh.events import ORDER_CANCELLED, ORDER_CONFIRMED, ensure_stream, extract_context
+from mesh.events import (
+    ORDER_CANCELLED,
+    ORDER_CONFIRMED,
+    ensure_stream,
+    extract_context,
+    stop_worker,
+)
 from notifications.domain import (
     Notification,
     Notifications,
@@ -90,14 +95,8 @@ class OrderEventsConsumer:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         client, self._client = self._client, None
-        if client is not None and not client.is_closed:
-            with contextlib.suppress(Exception):
-                await client.close()
+        await stop_worker(task, client)
 
     async def _run(self) -> None:
         backoff = 0.5

@@ -27,7 +27,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from opentelemetry import trace
 
-from mesh.events import ensure_stream, extract_context, publish_event
+from mesh.events import ensure_stream, extract_context, publish_event, stop_worker
 from orders.events import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,8 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         client, self._client = self._client, None
-        if client is not None and not client.is_closed:
-            with contextlib.suppress(Exception):
-                await client.close()
+        await stop_worker(task, client)
 
     async def _run(self) -> None:
         backoff = 0.2
