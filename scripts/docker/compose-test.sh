@@ -29,6 +29,10 @@ if ! "$engine" status 2>/dev/null; then
 fi
 stop_engine() {
   local rc=$?
+  # Each rebuild leaves the previous image untagged; the store is the
+  # project's own (SHOPMESH_DOCKER_CACHE), so drop those to keep it from growing.
+  # The build cache stays, so warm rebuilds stay fast.
+  docker_ image prune --force >/dev/null 2>&1 || true
   if ((we_started)); then "$engine" stop || rc=1; fi
   log "done after $(elapsed) (exit $rc)"
   exit "$rc"
