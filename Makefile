@@ -145,6 +145,13 @@ trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
 	@[[ -n "$(ID)" ]] || { echo "usage: make trace ID=<trace-id>" >&2; exit 2; }
 	$(PY) -m tracing $(ID)
 
+# The mesh's CA and one certificate per service (mesh/certs.py) in
+# MESH_CERTS_DIR (.run/certs by default): what is missing or due is made, the
+# rest kept; ROTATE=1 issues every service certificate again under the same CA.
+.PHONY: certs
+certs: $(VENV)/.synced ## Make the mesh's CA and service certificates that are missing or due: make certs [ROTATE=1]
+	$(PY) -m mesh.certs $(if $(filter 1 yes true,$(ROTATE)),--rotate)
+
 # --- docker ------------------------------------------------------------------
 # compose.yaml reads its keys from a git-ignored .env; compose-env writes one
 # with random keys when there is none. compose-test builds the images and runs

@@ -1,0 +1,510 @@
+"""The mesh's identities: a demo certificate authority and one certificate per service.
+
+Each service's identity is a SPIFFE ID, `spiffe://shop.local/<service>`, carried
+as the one URI subject alternative name of its certificate; `identity_of` reads
+it back (the authorization code asks it who is calling). A service certificate
+also names `<service>` (its compose host name), `localhost` and 127.0.0.1 as
+DNS and IP SANs, so a client checks the server's name both in compose and in
+local mode, and it is good for both ends of a connection (serverAuth and
+clientAuth). Every key is ECDSA P-256.
+
+Layout of the certificates folder (`MESH_CERTS_DIR`, by default `.run/certs`
+at the repository root: git-ignored, kept out of image build contexts, kept
+by `make down`, removed with the rest of `.run` by `make clean`, after which
+`make certs` makes a new CA):
+
+    ca.pem, ca.key                 the shop's CA (certificate, private key)
+    <service>.pem, <service>.key   each service's certificate and private key
+    .lock                          held while `make certs` writes
+
+Certificates and keys are PEM; keys are PKCS#8, unencrypted, mode 0600, in a
+folder of mode 0700. Every file is written to a temporary file beside it and
+renamed into place, so a reader sees the old file or the new one, never half
+of one. A service's key is replaced before its certificate: a reloader that
+sees a certificate whose public key does not match the key file should read
+both again.
+
+`python -m mesh.certs [--dir DIR] [--days N] [--rotate]` (`make certs`)
+creates what is missing and keeps what is still good: the CA while it is
+valid for more than a quarter of its lifetime, a service certificate while it
+is signed by that CA and valid for more than a quarter of its lifetime.
+`--rotate` issues every service certificate again under the same CA.
+`MESH_CERT_DAYS` sets the default lifetime of a service certificate (one day);
+the CA lives `CA_LIFETIME`, and no certificate outlives its CA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import ipaddress
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mesh.config import ConfigError, Env
+
+__all__ = [
+    "CA_LIFETIME",
+    "DEFAULT_DIR",
+    "DEFAULT_LIFETIME",
+    "SERVICES",
+    "TRUST_DOMAIN",
+    "BadCertificates",
+    "CertificateError",
+    "Issued",
+    "Outcome",
+    "cert_path",
+    "certs_dir_from_env",
+    "create_ca",
+    "ensure",
+    "identity_of",
+    "issue",
+    "key_path",
+    "load",
+    "service_of",
+    "spiffe_id",
+    "write_bad_certificates",
+    "write_issued",
+]
+
+TRUST_DOMAIN = "shop.local"
+SERVICES = ("gateway", "catalog", "orders", "inventory", "payments", "notifications")
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".run" / "certs"
+DEFAULT_LIFETIME = dt.timedelta(days=1)
+CA_LIFETIME = dt.timedelta(days=365)
+CA_NAME = "ca"
+ORGANIZATION = "shopmesh demo"
+# A certificate is issued again once less than this share of its lifetime is left.
+RENEW_FRACTION = 0.25
+# Certificates start a little in the past so a peer whose clock is slightly
+# behind does not see them as not yet valid.
+BACKDATE = dt.timedelta(minutes=5)
+
+# A service name is a DNS label: it is a compose host name and a SPIFFE path.
+_SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class CertificateError(ValueError):
+    """A certificate lacks what the mesh needs (one SPIFFE ID of our trust domain)."""
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate and its private key."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def spiffe_id(service: str) -> str:
+    """The identity of `service`: `spiffe://shop.local/<service>`."""
+    return f"spiffe://{TRUST_DOMAIN}/{_checked_service(service)}"
+
+
+def service_of(identity: str) -> str:
+    """The service an identity of this trust domain names (`catalog` for
+    `spiffe://shop.local/catalog`); `CertificateError` for any other."""
+    prefix = f"spiffe://{TRUST_DOMAIN}/"
+    name = identity.removeprefix(prefix)
+    if name == identity or not _SERVICE_NAME.match(name):
+        raise CertificateError(f"{identity!r} is not an identity of {TRUST_DOMAIN}")
+    return name
+
+
+def identity_of(cert: x509.Certificate | bytes | str) -> str:
+    """The SPIFFE ID in a certificate (an object, PEM or DER).
+
+    SPIFFE allows exactly one URI SAN in an X.509 SVID; a certificate with none,
+    with several, or with one outside our trust domain raises `CertificateError`.
+    It does not check the signature or the dates: the TLS handshake did that.
+    """
+    certificate = _as_certificate(cert)
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        raise CertificateError("the certificate has no subject alternative names") from None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
+    if len(spiffe) != 1:
+        raise CertificateError(f"the certificate has {len(spiffe)} SPIFFE IDs, not one")
+    service_of(spiffe[0])  # raises for another trust domain or a malformed path
+    return spiffe[0]
+
+
+def create_ca(
+    *,
+    common_name: str = "shopmesh demo CA",
+    lifetime: dt.timedelta = CA_LIFETIME,
+    now: dt.datetime | None = None,
+) -> Issued:
+    """A self-signed CA that may sign service certificates but no other CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    start = (now or _now()) - BACKDATE
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + BACKDATE + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(cert=cert, key=key)
+
+
+def issue(
+    ca: Issued,
+    service: str,
+    *,
+    lifetime: dt.timedelta = DEFAULT_LIFETIME,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> Issued:
+    """A certificate for `service` signed by `ca`, valid for `lifetime` from now.
+
+    `not_before` and `not_after` override the dates (both may be in the past:
+    tests make expired certificates so). Otherwise the certificate ends no
+    later than the CA does.
+    """
+    _checked_service(service)
+    if lifetime <= dt.timedelta(0):
+        raise ValueError(f"a certificate's lifetime must be positive, got {lifetime}")
+    current = now or _now()
+    start = not_before if not_before is not None else current - BACKDATE
+    if not_after is not None:
+        end = not_after
+    else:
+        end = min(current + lifetime, ca.cert.not_valid_after_utc)
+    if end <= start:
+        raise ValueError(f"not_after ({end}) must be after not_before ({start})")
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+                    x509.NameAttribute(NameOID.COMMON_NAME, service),
+                ]
+            )
+        )
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier(spiffe_id(service)),
+                    x509.DNSName(service),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(cert=cert, key=key)
+
+
+# --- files -------------------------------------------------------------------
+
+
+def cert_path(directory: Path, name: str) -> Path:
+    """`<directory>/<name>.pem`; `name` is a service or `ca`."""
+    return directory / f"{name}.pem"
+
+
+def key_path(directory: Path, name: str) -> Path:
+    """`<directory>/<name>.key`; `name` is a service or `ca`."""
+    return directory / f"{name}.key"
+
+
+def write_issued(directory: Path, name: str, issued: Issued) -> None:
+    """Writes `<name>.key` (0600), then `<name>.pem`, each atomically."""
+    _make_dir(directory)
+    _write_atomically(key_path(directory, name), issued.key_pem(), 0o600)
+    _write_atomically(cert_path(directory, name), issued.cert_pem(), 0o644)
+
+
+def load(directory: Path, name: str) -> Issued:
+    """Reads `<name>.pem` and `<name>.key`; raises OSError or ValueError if
+    either is missing or unreadable, or if they are not a pair."""
+    cert = x509.load_pem_x509_certificate(cert_path(directory, name).read_bytes())
+    key = serialization.load_pem_private_key(key_path(directory, name).read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_path(directory, name)} is not an ECDSA key")
+    if key.public_key() != cert.public_key():
+        raise ValueError(
+            f"{key_path(directory, name)} does not belong to {cert_path(directory, name)}"
+        )
+    return Issued(cert=cert, key=key)
+
+
+@dataclass(frozen=True)
+class BadCertificates:
+    """Paths of the certificates a test presents to be refused."""
+
+    rogue_ca: Path
+    rogue_cert: Path
+    rogue_key: Path
+    expired_cert: Path
+    expired_key: Path
+
+
+def write_bad_certificates(
+    directory: Path, ca: Issued, service: str = "catalog"
+) -> BadCertificates:
+    """Writes, for `service`, a certificate from another CA (`rogue-ca.pem`,
+    `rogue-<service>.pem/.key`: right identity, wrong issuer) and one from the
+    shop's CA that expired an hour ago (`expired-<service>.pem/.key`)."""
+    rogue_ca = create_ca(common_name="rogue CA")
+    rogue = issue(rogue_ca, service)
+    now = _now()
+    expired = issue(
+        ca, service, not_before=now - dt.timedelta(days=2), not_after=now - dt.timedelta(hours=1)
+    )
+    _make_dir(directory)
+    _write_atomically(cert_path(directory, "rogue-ca"), rogue_ca.cert_pem(), 0o644)
+    write_issued(directory, f"rogue-{service}", rogue)
+    write_issued(directory, f"expired-{service}", expired)
+    return BadCertificates(
+        rogue_ca=cert_path(directory, "rogue-ca"),
+        rogue_cert=cert_path(directory, f"rogue-{service}"),
+        rogue_key=key_path(directory, f"rogue-{service}"),
+        expired_cert=cert_path(directory, f"expired-{service}"),
+        expired_key=key_path(directory, f"expired-{service}"),
+    )
+
+
+# --- make what is missing ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `ensure` did to one certificate: `kept` or why it issued a new one."""
+
+    name: str
+    action: str
+    not_after: dt.datetime
+
+
+def ensure(
+    directory: Path,
+    *,
+    lifetime: dt.timedelta = DEFAULT_LIFETIME,
+    rotate: bool = False,
+    services: Sequence[str] = SERVICES,
+    now: dt.datetime | None = None,
+) -> list[Outcome]:
+    """Makes the CA and each service's certificate that is missing or due,
+    keeping the rest; with `rotate`, issues every service certificate again.
+
+    Holds a lock on `<directory>/.lock`, so two runs at once (`make up` and a
+    test, say) do not make two CAs.
+    """
+    current = now or _now()
+    outcomes: list[Outcome] = []
+    with _locked(directory):
+        ca, reason = _current(directory, CA_NAME, None, current)
+        if ca is None:
+            ca = create_ca(now=current)
+            write_issued(directory, CA_NAME, ca)
+        outcomes.append(Outcome(CA_NAME, reason, ca.cert.not_valid_after_utc))
+        for service in services:
+            issued, reason = _current(directory, service, ca, current)
+            if issued is None or rotate:
+                issued = issue(ca, service, lifetime=lifetime, now=current)
+                write_issued(directory, service, issued)
+                reason = "rotated" if reason == "kept" else reason
+            outcomes.append(Outcome(service, reason, issued.cert.not_valid_after_utc))
+    return outcomes
+
+
+def _current(
+    directory: Path, name: str, ca: Issued | None, now: dt.datetime
+) -> tuple[Issued | None, str]:
+    """The certificate on disk and "kept", or None and why it must be issued."""
+    if not cert_path(directory, name).exists() and not key_path(directory, name).exists():
+        return None, "created"
+    try:
+        issued = load(directory, name)
+    except (OSError, ValueError) as error:
+        return None, f"replaced (unreadable: {error})"
+    cert = issued.cert
+    if ca is not None:
+        try:
+            cert.verify_directly_issued_by(ca.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return None, "replaced (not signed by the current CA)"
+        try:
+            if identity_of(cert) != spiffe_id(name):
+                return None, "replaced (another identity)"
+        except CertificateError as error:
+            return None, f"replaced ({error})"
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if end <= now:
+        return None, "replaced (expired)"
+    if start > now:
+        return None, "replaced (not yet valid)"
+    if end - now < (end - start) * RENEW_FRACTION:
+        return None, "renewed (expiring)"
+    return issued, "kept"
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _checked_service(service: str) -> str:
+    if not _SERVICE_NAME.match(service):
+        raise ValueError(f"{service!r} is not a service name (a lower-case DNS label)")
+    return service
+
+
+def _as_certificate(cert: x509.Certificate | bytes | str) -> x509.Certificate:
+    if isinstance(cert, x509.Certificate):
+        return cert
+    data = cert.encode() if isinstance(cert, str) else cert
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _make_dir(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    # mkstemp creates the file 0600, so a key is never readable by others,
+    # not even before the chmod; fsync before the rename so a crash leaves
+    # the old file or the whole new one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    _make_dir(directory)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def certs_dir_from_env(env: Env) -> Path:
+    """`MESH_CERTS_DIR`, or `DEFAULT_DIR`."""
+    raw = env.optional("MESH_CERTS_DIR")
+    return Path(raw) if raw else DEFAULT_DIR
+
+
+def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
+    env = env or Env()
+    parser = argparse.ArgumentParser(
+        prog="python -m mesh.certs",
+        description="Make the mesh's CA and service certificates that are missing or due.",
+    )
+    parser.add_argument("--dir", type=Path, help="certificates folder (MESH_CERTS_DIR)")
+    parser.add_argument("--days", type=float, help="service certificate lifetime (MESH_CERT_DAYS)")
+    parser.add_argument(
+        "--rotate", action="store_true", help="issue every service certificate again"
+    )
+    args = parser.parse_args(argv)
+    try:
+        directory = args.dir or certs_dir_from_env(env)
+        days = args.days if args.days is not None else env.number("MESH_CERT_DAYS", 1.0)
+        if not (days > 0 and math.isfinite(days)):
+            raise ConfigError(f"the lifetime must be a positive number of days, got {days}")
+    except ConfigError as error:
+        parser.error(str(error))
+    outcomes = ensure(directory, lifetime=dt.timedelta(days=days), rotate=args.rotate)
+    for outcome in outcomes:
+        print(f"{outcome.name:<14} {outcome.action:<40} until {outcome.not_after:%Y-%m-%d %H:%M}Z")
+    print(f"certificates in {directory}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
