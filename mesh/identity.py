@@ -19,6 +19,7 @@ by id of something another customer owns. Both raise `ActsForAnotherCustomer`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "SUBJECT_HEADER",
@@ -26,6 +27,7 @@ __all__ = [
     "check_acts_for",
     "check_owner",
     "subject",
+    "trusted_subject",
 ]
 
 # Lower case: gRPC metadata keys are case-insensitive and delivered lower case.
@@ -43,6 +45,29 @@ def subject(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
         if key == SUBJECT_HEADER:
             return value if isinstance(value, str) else ""
     return None
+
+
+def trusted_subject(context: Any) -> str | None:
+    """`subject` of a call's metadata, honoured only from the gateway.
+
+    `context` is the servicer context. On a plaintext connection (mesh mTLS
+    off) this is `subject(context.invocation_metadata())`. On an mTLS one the
+    header counts only when the peer's identity is `gateway`; from any other
+    peer its value is dropped and "" returned, a subject that acts for nobody:
+    returning None would make the call an internal one, trusted for every
+    customer. (With mTLS on, `mesh.authz.Authorization` already refuses such a
+    call before a servicer sees it; this is the servicer's own check.)
+    """
+    value = subject(context.invocation_metadata())
+    auth = context.auth_context() or {}
+    if value is None or not auth.get("x509_pem_cert"):
+        return value
+    # Imported here: mesh.tls brings the crypto stack, which most users of
+    # this module (the gateway's proxy, domain code) never need.
+    from mesh.certs import spiffe_id
+    from mesh.tls import peer_identity
+
+    return value if peer_identity(context) == spiffe_id("gateway") else ""
 
 
 class ActsForAnotherCustomer(Exception):

@@ -15,15 +15,17 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.authz import Authorization
 from mesh.config import Env
 from mesh.interceptors import FaultConfig, FaultInjection, ServerInterceptor, UnexpectedErrors
+from mesh.tls import CertificateReloader, MeshSecurity, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class ServerConfig:
     # long, so a client that resolves this service by DNS resolves it again
     # and spreads its calls over replicas added since it connected.
     max_connection_age_s: float = 0.0
+    # mTLS and authorization (`mesh.tls`); off unless MESH_MTLS says on.
+    security: MeshSecurity = field(default_factory=MeshSecurity)
 
     @classmethod
     def from_env(cls, env: Env, default_addr: str) -> ServerConfig:
@@ -54,6 +58,7 @@ class ServerConfig:
             drain_s=env.number("SHUTDOWN_DRAIN_SECONDS", 0.5, minimum=0.0),
             faults=FaultConfig.from_env(env),
             max_connection_age_s=env.number("GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0, minimum=0.0),
+            security=MeshSecurity.from_env(env),
         )
 
 
@@ -65,6 +70,8 @@ class MeshServer:
     health: Any  # a HealthServicer
     service_names: tuple[str, ...]
     port: int
+    # Set when the port serves mTLS: reloads the certificate on each handshake.
+    certificates: CertificateReloader | None = None
 
 
 def build_server(
@@ -72,14 +79,31 @@ def build_server(
     service_names: Sequence[str],
     interceptors: Sequence[ServerInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
+    *,
+    public: bool = False,
 ) -> MeshServer:
     """Creates the server and binds its port; the caller adds its servicers.
 
     `interceptors` run outermost first (tracing goes here, so injected faults
     and mapped errors are inside the server span). `options` are extra gRPC
     channel arguments (the gateway's message size limits, say).
+
+    With `config.security` on, the port requires mTLS and every call passes
+    `mesh.authz.Authorization` (inside the server span, before faults);
+    `public=True` (the gateway's listener, not a mesh hop) keeps it plaintext
+    and unchecked either way.
     """
-    chain: list[ServerInterceptor] = [*interceptors, UnexpectedErrors()]
+    security = config.security
+    secure = security.enabled and not public
+    chain: list[ServerInterceptor] = [*interceptors]
+    if secure:
+        policy, service = security.policy, security.service
+        if policy is None or service is None:
+            raise ValueError(
+                "mTLS on needs a policy and a service (MeshSecurity.from_env sets both)"
+            )
+        chain.append(Authorization(policy, service))
+    chain.append(UnexpectedErrors())
     if config.faults.enabled:
         log.warning("fault injection on: %s", config.faults)
         chain.append(FaultInjection(config.faults))
@@ -96,11 +120,22 @@ def build_server(
     reflection.enable_server_reflection(
         (*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    reloader = None
     try:
-        port = server.add_insecure_port(config.listen_addr)
+        if secure:
+            credentials, reloader = server_credentials(security)
+            port = server.add_secure_port(config.listen_addr, credentials)
+        else:
+            port = server.add_insecure_port(config.listen_addr)
     except RuntimeError as error:  # grpcio's way of saying the bind failed
         raise OSError(f"cannot listen on {config.listen_addr}: {error}") from None
-    return MeshServer(server=server, health=health_servicer, service_names=names, port=port)
+    return MeshServer(
+        server=server,
+        health=health_servicer,
+        service_names=names,
+        port=port,
+        certificates=reloader,
+    )
 
 
 async def start(mesh: MeshServer) -> None:

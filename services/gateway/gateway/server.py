@@ -43,7 +43,7 @@ async def create_server(
     # RESOURCE_EXHAUSTED whether the client or the upstream sent it.
     limits = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     services = [route.service for route in config.routes]
-    mesh = build_server(config.server, services, interceptors, options=limits)
+    mesh = build_server(config.server, services, interceptors, options=limits, public=True)
     upstream_interceptors = list(client_interceptors)
     if upstream_interceptors:
         # Innermost; grpc-stubs type client interceptors only partially.
