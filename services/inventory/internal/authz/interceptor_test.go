@@ -1,0 +1,478 @@
+package authz_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/shopmesh/shopmesh/gen/go/shop/inventory/v1"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/authz"
+)
+
+// authority is a throwaway CA, as `make certs` makes one: ECDSA P-256.
+type authority struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+var serial int64
+
+func newAuthority(t *testing.T) *authority {
+	t.Helper()
+	key := newKey(t)
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "shopmesh test CA"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &authority{cert: cert, key: key, pool: pool}
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// issue makes a leaf for both TLS ends with the given URI SANs (SPIFFE IDs
+// or anything else), valid for localhost.
+func (a *authority) issue(t *testing.T, uris ...string) tls.Certificate {
+	t.Helper()
+	key := newKey(t)
+	serial++
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(serial + 1),
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	// The SAN by hand: Certificate.URIs would lower-case a scheme.
+	names := []asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte("localhost")}}
+	for _, uri := range uris {
+		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(uri)})
+	}
+	san, err := asn1.Marshal(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}
+	der, err := x509.CreateCertificate(rand.Reader, template, a.cert, &key.PublicKey, a.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// stockServer answers the two methods the tests call.
+type stockServer struct {
+	pb.UnimplementedInventoryServiceServer
+}
+
+func (stockServer) GetStock(context.Context, *pb.GetStockRequest) (*pb.GetStockResponse, error) {
+	return &pb.GetStockResponse{}, nil
+}
+
+func (stockServer) ReserveStock(context.Context, *pb.ReserveStockRequest) (*pb.ReserveStockResponse, error) {
+	return &pb.ReserveStockResponse{}, nil
+}
+
+// serve starts an inventory-shaped server on 127.0.0.1 with the shop's
+// policy: TLS with the CA's client certificates optional (so that a client
+// without one reaches the interceptor), health and reflection registered.
+func serve(t *testing.T, ca *authority) string {
+	t.Helper()
+	policy := loadShop(t)
+	config := &tls.Config{
+		Certificates: []tls.Certificate{ca.issue(t, "spiffe://shop.local/inventory")},
+		ClientCAs:    ca.pool,
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		MinVersion:   tls.VersionTLS13,
+	}
+	server := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(config)),
+		grpc.ChainUnaryInterceptor(authz.UnaryServerInterceptor(policy, "inventory")),
+		grpc.ChainStreamInterceptor(authz.StreamServerInterceptor(policy, "inventory")),
+	)
+	pb.RegisterInventoryServiceServer(server, stockServer{})
+	healthpb.RegisterHealthServer(server, health.NewServer())
+	reflection.Register(server)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = server.Serve(listener)
+	}()
+	t.Cleanup(func() {
+		server.Stop()
+		<-done
+	})
+	return listener.Addr().String()
+}
+
+// dial connects with the client certificate, if any, trusting roots.
+func dial(t *testing.T, addr string, roots *x509.CertPool, cert *tls.Certificate) *grpc.ClientConn {
+	t.Helper()
+	config := &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		config.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(config)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func call(conn *grpc.ClientConn, method string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := pb.NewInventoryServiceClient(conn)
+	var err error
+	switch method {
+	case "GetStock":
+		_, err = client.GetStock(ctx, &pb.GetStockRequest{ProductIds: []string{"p"}})
+	case "ReserveStock":
+		_, err = client.ReserveStock(ctx, &pb.ReserveStockRequest{OrderId: "o"})
+	case "Check":
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	case "Watch": // a server stream: the interceptor runs before the first message
+		var stream grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
+		if stream, err = healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+			_, err = stream.Recv()
+		}
+	case "Reflection": // a bidirectional stream
+		var stream grpc.BidiStreamingClient[reflectionpb.ServerReflectionRequest, reflectionpb.ServerReflectionResponse]
+		stream, err = reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+		if err == nil {
+			// Send says io.EOF when the server has already ended the
+			// call; Recv has its status either way.
+			err = stream.Send(&reflectionpb.ServerReflectionRequest{
+				MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{},
+			})
+			if err == nil || errors.Is(err, io.EOF) {
+				_, err = stream.Recv()
+			}
+		}
+	default:
+		panic(method)
+	}
+	return err
+}
+
+// captureLogs sends slog's default logger to a buffer for the test.
+func captureLogs(t *testing.T) *syncBuffer {
+	t.Helper()
+	var logs syncBuffer
+	previous := slog.Default()
+	slog.SetDefault(slog.New(slog.NewJSONHandler(&logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(previous) })
+	return &logs
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestTheInterceptorsEnforceThePolicyOverMTLS(t *testing.T) {
+	logs := captureLogs(t)
+	ca := newAuthority(t)
+	addr := serve(t, ca)
+	orders := ca.issue(t, "spiffe://shop.local/orders")
+	gateway := ca.issue(t, "spiffe://shop.local/gateway")
+	foreign := ca.issue(t, "spiffe://other.domain/orders")
+	twice := ca.issue(t, "spiffe://shop.local/orders", "spiffe://shop.local/gateway")
+	web := ca.issue(t, "https://shop.local/orders")
+	anonymous := "no identity"
+	const inv = "/shop.inventory.v1.InventoryService/"
+	const reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+	cases := []struct {
+		name   string
+		cert   *tls.Certificate
+		method string
+		denied string // the caller the denial names; "" when allowed
+	}{
+		{"orders reserves", &orders, "ReserveStock", ""},
+		{"orders reads stock", &orders, "GetStock", "spiffe://shop.local/orders"},
+		{"orders checks health", &orders, "Check", ""},
+		{"orders reflects", &orders, "Reflection", "spiffe://shop.local/orders"},
+		{"gateway reads stock", &gateway, "GetStock", "spiffe://shop.local/gateway"},
+		{"gateway reserves", &gateway, "ReserveStock", "spiffe://shop.local/gateway"},
+		{"gateway watches health", &gateway, "Watch", ""},
+		{"another trust domain", &foreign, "ReserveStock", "spiffe://other.domain/orders"},
+		{"two SPIFFE IDs", &twice, "ReserveStock", anonymous},
+		{"no SPIFFE ID", &web, "ReserveStock", anonymous},
+		{"no certificate", nil, "ReserveStock", anonymous},
+		{"no certificate reflects", nil, "Reflection", anonymous},
+		{"no certificate checks health", nil, "Check", ""},
+		{"no certificate watches health", nil, "Watch", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := call(dial(t, addr, ca.pool, c.cert), c.method)
+			if c.denied == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			method := inv + c.method
+			if c.method == "Reflection" {
+				method = reflect
+			}
+			want := "caller " + c.denied + " may not call " + method
+			if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != want {
+				t.Fatalf("got %v, want PERMISSION_DENIED %q", err, want)
+			}
+			if !strings.Contains(logs.String(), `"msg":"permission denied: `+want+`"`) {
+				t.Errorf("no log line for %q in\n%s", want, logs)
+			}
+		})
+	}
+	// One line per denial, with the fields a log query needs.
+	var denials int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var record map[string]any
+		if err := json.Unmarshal([]byte(line), &record); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if record["level"] != "WARN" || record["caller"] == nil || record["method"] == nil ||
+			record["target"] != "inventory" {
+			t.Errorf("log line %q", line)
+		}
+		denials++
+	}
+	if denials != 9 {
+		t.Errorf("%d log lines, want 9:\n%s", denials, logs)
+	}
+}
+
+func TestACertificateFromAnotherCAIsRefusedAtTheHandshake(t *testing.T) {
+	captureLogs(t)
+	ca := newAuthority(t)
+	addr := serve(t, ca)
+	rogue := newAuthority(t).issue(t, "spiffe://shop.local/orders")
+	err := call(dial(t, addr, ca.pool, &rogue), "ReserveStock")
+	if code := status.Code(err); code != codes.Unavailable {
+		t.Fatalf("got %v, want UNAVAILABLE", err)
+	}
+}
+
+func TestWithoutTLSOnlyHealthIsOpen(t *testing.T) {
+	captureLogs(t)
+	policy := loadShop(t)
+	recorder := tracetest.NewSpanRecorder()
+	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	server := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(provider))),
+		grpc.ChainUnaryInterceptor(authz.UnaryServerInterceptor(policy, "inventory")),
+		grpc.ChainStreamInterceptor(authz.StreamServerInterceptor(policy, "inventory")),
+	)
+	pb.RegisterInventoryServiceServer(server, stockServer{})
+	healthpb.RegisterHealthServer(server, health.NewServer())
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = server.Serve(listener) }()
+	defer server.Stop()
+	conn, err := grpc.NewClient(listener.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := call(conn, "Check"); err != nil {
+		t.Errorf("health refused: %v", err)
+	}
+	if err := call(conn, "Watch"); err != nil {
+		t.Errorf("health watch refused: %v", err)
+	}
+	want := "caller no identity may not call /shop.inventory.v1.InventoryService/ReserveStock"
+	if s := status.Convert(call(conn, "ReserveStock")); s.Code() != codes.PermissionDenied || s.Message() != want {
+		t.Errorf("got %v, want %q", s, want)
+	}
+	// The server span, as otelgrpc ends it, still says why.
+	server.Stop()
+	var marked int
+	for _, span := range recorder.Ended() {
+		if span.Name() == "shop.inventory.v1.InventoryService/ReserveStock" {
+			if span.Status().Code != otelcodes.Error || span.Status().Description != want {
+				t.Errorf("server span status %v", span.Status())
+			}
+			marked++
+		} else if span.Status().Code == otelcodes.Error {
+			t.Errorf("span %s marked %v", span.Name(), span.Status())
+		}
+	}
+	if marked != 1 {
+		t.Errorf("%d ReserveStock server spans", marked)
+	}
+}
+
+func TestADenialMarksTheServerSpan(t *testing.T) {
+	captureLogs(t)
+	recorder := tracetest.NewSpanRecorder()
+	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	ctx, span := provider.Tracer("test").Start(context.Background(), "shop.inventory.v1.InventoryService/GetStock")
+	interceptor := authz.UnaryServerInterceptor(loadShop(t), "inventory")
+	info := &grpc.UnaryServerInfo{FullMethod: "/shop.inventory.v1.InventoryService/GetStock"}
+	_, err := interceptor(ctx, nil, info, func(context.Context, any) (any, error) {
+		t.Error("the handler ran")
+		return nil, nil
+	})
+	span.End()
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("got %v", err)
+	}
+	ended := recorder.Ended()
+	if len(ended) != 1 {
+		t.Fatalf("%d spans", len(ended))
+	}
+	attrs := map[string]string{}
+	for _, kv := range ended[0].Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if attrs["mesh.authz.denied"] != "true" || attrs["mesh.authz.caller"] != "" {
+		t.Errorf("attributes %v", attrs)
+	}
+	want := "caller no identity may not call /shop.inventory.v1.InventoryService/GetStock"
+	if got := ended[0].Status(); got.Code != otelcodes.Error || got.Description != want {
+		t.Errorf("status %v", got)
+	}
+}
+
+func TestPeerIdentity(t *testing.T) {
+	ca := newAuthority(t)
+	leaf := func(uris ...string) *x509.Certificate { c := ca.issue(t, uris...); return c.Leaf }
+	verified := func(cert *x509.Certificate) credentials.TLSInfo {
+		return credentials.TLSInfo{State: tls.ConnectionState{
+			PeerCertificates: []*x509.Certificate{cert},
+			VerifiedChains:   [][]*x509.Certificate{{cert, ca.cert}},
+		}}
+	}
+	orders := leaf("spiffe://shop.local/orders")
+	unverified := verified(orders)
+	unverified.State.VerifiedChains = nil
+	pointer := verified(orders)
+	cases := []struct {
+		name     string
+		auth     credentials.AuthInfo
+		identity string
+	}{
+		{"one SPIFFE ID", verified(orders), "spiffe://shop.local/orders"},
+		{"a pointer to TLSInfo", &pointer, "spiffe://shop.local/orders"},
+		{"beside another URI", verified(leaf("https://shop.local/x", "spiffe://shop.local/orders")), "spiffe://shop.local/orders"},
+		{"upper-case scheme", verified(leaf("SPIFFE://shop.local/orders")), ""},
+		{"beside an upper-case one", verified(leaf("SPIFFE://shop.local/gateway", "spiffe://shop.local/orders")),
+			"spiffe://shop.local/orders"},
+		{"another trust domain", verified(leaf("spiffe://other.domain/orders")), "spiffe://other.domain/orders"},
+		{"two SPIFFE IDs", verified(leaf("spiffe://shop.local/orders", "spiffe://shop.local/orders")), ""},
+		{"no URI", verified(leaf()), ""},
+		{"not verified", unverified, ""},
+		{"no certificate", credentials.TLSInfo{}, ""},
+		{"not TLS", insecureInfo{}, ""},
+		{"no auth info", nil, ""},
+	}
+	for _, c := range cases {
+		ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: c.auth})
+		identity, ok := authz.PeerIdentity(ctx)
+		if identity != c.identity || ok != (c.identity != "") {
+			t.Errorf("%s: got %q, %v; want %q", c.name, identity, ok, c.identity)
+		}
+	}
+	if identity, ok := authz.PeerIdentity(context.Background()); ok || identity != "" {
+		t.Errorf("no peer: got %q, %v", identity, ok)
+	}
+}
+
+type insecureInfo struct{}
+
+func (insecureInfo) AuthType() string { return "insecure" }
+
+func TestInterceptorsRefuseAnUnknownService(t *testing.T) {
+	policy := loadShop(t)
+	for _, build := range []func(){
+		func() { authz.UnaryServerInterceptor(policy, "catalogue") },
+		func() { authz.StreamServerInterceptor(policy, "catalogue") },
+		func() { authz.UnaryServerInterceptor(nil, "inventory") },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic")
+				}
+			}()
+			build()
+		}()
+	}
+}
