@@ -41,18 +41,19 @@ __all__ = ["GATEWAY", "Authorization", "denial"]
 log = logging.getLogger(__name__)
 
 GATEWAY = "gateway"
-NO_IDENTITY = "a caller without a certificate identity"
+# The same wording as the Go and TypeScript interceptors: one message in every language.
+NO_IDENTITY = "no identity"
 
 
 def denial(
     policy: Policy, service: str, identity: str | None, method: str, metadata: Any
 ) -> str | None:
     """Why `identity` may not make this call, or None when it may."""
-    who = identity or NO_IDENTITY
+    who = f"caller {identity or NO_IDENTITY}"
     if method.startswith(f"/{HEALTH_SERVICE}/"):
         return None  # open to every caller, whatever its metadata says
     if not policy.allows(service, identity, method):
-        return f"{who} may not call {method} on {service}"
+        return f"{who} may not call {method}"
     if identity != policy.identity(GATEWAY) and any(
         key == SUBJECT_HEADER for key, _ in metadata or ()
     ):

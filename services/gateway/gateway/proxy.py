@@ -357,7 +357,7 @@ class Proxy(GenericRpcHandler):
         return self._unrouted(method, service)
 
     def _forwarder(self, method: str, route: Route) -> _Forwarder:
-        channel = self._channels.get(route.upstream)
+        channel = self._channels.get(route.upstream, route.mesh_service)
         return _Forwarder(method, route, channel, self._gate, self._access_log, self._intercepted)
 
     def _unrouted(self, method: str, service: str) -> Handler:

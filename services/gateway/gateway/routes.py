@@ -49,6 +49,14 @@ class Route:
     upstream: str  # a gRPC target, e.g. catalog:50051 or dns:///catalog:50051
     auth: Auth
 
+    @property
+    def mesh_service(self) -> str | None:
+        """The shop service that serves this route's contract (`catalog` for
+        shop.catalog.v1.CatalogService), whose identity the upstream must prove
+        with mTLS on; None for a service outside the shop's contracts."""
+        parts = self.service.split(".")
+        return parts[1] if len(parts) >= 4 and parts[0] == "shop" else None
+
 
 def load_routes(path: Path, variable: str = "GATEWAY_ROUTES_FILE") -> tuple[Route, ...]:
     """Reads and validates the routes file at `path` (named `variable` in errors)."""

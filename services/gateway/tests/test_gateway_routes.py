@@ -82,3 +82,19 @@ def test_a_file_that_is_not_yaml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("routes: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_routes(path)
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        ("shop.catalog.v1.CatalogService", "catalog"),
+        ("shop.notifications.v2.NotificationsService", "notifications"),
+        ("test.echo.v1.Echo", None),
+        ("shop.Lonely", None),
+    ],
+)
+def test_the_mesh_service_is_read_from_the_contract_package(
+    service: str, expected: str | None
+) -> None:
+    # With mTLS on, the upstream must prove this identity (mesh.channels).
+    assert Route(service, "127.0.0.1:1", Auth.NONE).mesh_service == expected

@@ -99,15 +99,15 @@ async def create_server(
     relay = OutboxRelay(config.nats_url, store, tracer_provider=tracer_provider)
     saga = Saga(
         store,
-        GrpcInventory(channels.get(config.inventory_target), timeout),
-        GrpcPayments(channels.get(config.payments_target), timeout),
+        GrpcInventory(channels.get(config.inventory_target, "inventory"), timeout),
+        GrpcPayments(channels.get(config.payments_target, "payments"), timeout),
         clock=utcnow,
         policy=SagaPolicy(retry_budget_s=config.step_retry_s, pause_after=config.pause_after),
         on_finished=relay.wake,
     )
     orders = Orders(
         store,
-        GrpcCatalog(channels.get(config.catalog_target), timeout),
+        GrpcCatalog(channels.get(config.catalog_target, "catalog"), timeout),
         saga,
         PageTokens(config.page_token_key),
         tracer_provider=tracer_provider,
