@@ -16,7 +16,9 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation, service as healthService } from "grpc-health-check";
 
 import { PaymentStatus, PaymentsServiceClient, PaymentsServiceService } from "../../../gen/ts/shop/payments/v1/payments";
-import { authorizationInterceptor, DEFAULT_POLICY_FILE, loadPolicy, REPO_ROOT } from "../src/authz";
+import { authorizationInterceptor } from "../src/authz";
+import { DEFAULT_POLICY_FILE, REPO_ROOT } from "../src/policy";
+import { loadPolicy } from "../src/policy-file";
 import { Payments, type PaymentsApi } from "../src/domain";
 import type { Fields, Logger } from "../src/logging";
 import { paymentsService } from "../src/service";

@@ -12,23 +12,18 @@ import { test } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 
+import { denial, spiffeIdOf, subjectAltNames } from "../src/authz";
 import {
   DEFAULT_POLICY_FILE,
-  denial,
   HEALTH_SERVICE,
-  loadPolicy,
-  loadPolicyFromEnv,
-  parsePolicy,
   Policy,
   PolicyError,
-  policyFile,
-  pyRepr,
   REFLECTION_SERVICES,
   REPO_ROOT,
   SERVICES,
-  spiffeIdOf,
-  subjectAltNames,
-} from "../src/authz";
+} from "../src/policy";
+import { loadPolicy, loadPolicyFromEnv, parsePolicy, policyFile } from "../src/policy-file";
+import { pyRepr } from "../src/pyyaml";
 import { ConfigError, loadConfig } from "../src/config";
 import { tempDir } from "../testing/helpers";
 
