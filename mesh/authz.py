@@ -23,6 +23,7 @@ reached around the check.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,7 +33,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from mesh.identity import SUBJECT_HEADER
-from mesh.interceptors import Continuation, Handler, ServerInterceptor, _run_stream
+from mesh.interceptors import Continuation, Handler, ServerInterceptor, _wrap_every_shape
 from mesh.policy import HEALTH_SERVICE, Policy
 from mesh.tls import peer_identity
 
@@ -90,51 +91,15 @@ class Authorization(ServerInterceptor):
         span.set_status(Status(StatusCode.ERROR, reason))
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
+    @contextlib.asynccontextmanager
+    async def _checked(self, method: str, context: Any) -> AsyncIterator[None]:
+        await self.check(method, context)
+        yield
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _guarded(handler, handler_call_details.method, self)
-
-
-def _guarded(handler: Handler, method: str, authz: Authorization) -> Handler:
-    """`handler` with `authz._check` run before its body, whatever its shape."""
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        unary: Any = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            await authz.check(method, context)
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **serializers)
-    if handler.unary_stream is not None:
-        unary_stream_behaviour: Any = handler.unary_stream
-
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            await authz.check(method, context)
-            async for response in _run_stream(unary_stream_behaviour, request, context):
-                yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **serializers)
-    if handler.stream_unary is not None:
-        stream_unary_behaviour: Any = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: Any) -> Any:
-            await authz.check(method, context)
-            return await stream_unary_behaviour(requests, context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **serializers)
-    stream_stream_behaviour: Any = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-        await authz.check(method, context)
-        async for response in _run_stream(stream_stream_behaviour, requests, context):
-            yield response
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **serializers)
+        return _wrap_every_shape(handler, handler_call_details.method, self._checked)

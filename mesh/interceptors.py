@@ -90,6 +90,41 @@ def _wrap(handler: Handler, method: str, around: Around) -> Handler:
     return handler
 
 
+def _wrap_every_shape(handler: Handler, method: str, around: Around) -> Handler:
+    """`_wrap`, and client-streaming and bidirectional bodies run inside `around` too.
+
+    `_wrap` leaves those two shapes alone, which suits error mapping and fault
+    injection; a check every call must pass (authorization) needs all four.
+    """
+    if handler.stream_unary is not None:
+        client_stream: Any = handler.stream_unary
+
+        async def client_stream_call(requests: Any, context: Any) -> Any:
+            async with around(method, context):
+                return await client_stream(requests, context)
+            raise AssertionError("around swallowed an exception")  # it never does
+
+        return grpc.stream_unary_rpc_method_handler(
+            client_stream_call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None:
+        bidi: Any = handler.stream_stream
+
+        async def bidi_call(requests: Any, context: Any) -> AsyncIterator[Any]:
+            async with around(method, context):
+                async for response in _run_stream(bidi, requests, context):
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            bidi_call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return _wrap(handler, method, around)
+
+
 @contextlib.asynccontextmanager
 async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
     try:

@@ -207,3 +207,82 @@ async def test_health_stays_open_whatever_the_metadata(
             health_pb2.HealthCheckRequest(), timeout=TIMEOUT, metadata=((SUBJECT_HEADER, "x"),)
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# Every RPC shape, under the catalog's service name: Authorization must stand
+# in front of each, or a streaming method would be a way around the policy.
+SHAPES = ("Unary", "ServerStream", "ClientStream", "Bidi")
+CATALOG = "shop.catalog.v1.CatalogService"
+
+
+def _shaped_handlers(reached: list[str]) -> grpc.GenericRpcHandler[Any, Any]:
+    async def unary(request: bytes, context: Any) -> bytes:
+        reached.append("Unary")
+        return request
+
+    async def server_stream(request: bytes, context: Any) -> Any:
+        reached.append("ServerStream")
+        yield request
+
+    async def client_stream(requests: Any, context: Any) -> bytes:
+        reached.append("ClientStream")
+        return b"".join([r async for r in requests])
+
+    async def bidi(requests: Any, context: Any) -> Any:
+        reached.append("Bidi")
+        async for request in requests:
+            yield request
+
+    return grpc.method_handlers_generic_handler(
+        CATALOG,
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(unary),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+            "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        },
+    )
+
+
+async def _shape_code(channel: grpc.aio.Channel, shape: str) -> grpc.StatusCode:
+    method = f"/{CATALOG}/{shape}"
+    try:
+        if shape == "Unary":
+            await channel.unary_unary(method, None, None)(b"x", timeout=TIMEOUT)
+        elif shape == "ServerStream":
+            _ = [r async for r in channel.unary_stream(method, None, None)(b"x", timeout=TIMEOUT)]
+        elif shape == "ClientStream":
+            await channel.stream_unary(method, None, None)(iter([b"x"]), timeout=TIMEOUT)
+        else:
+            _ = [
+                r
+                async for r in channel.stream_stream(method, None, None)(
+                    iter([b"x"]), timeout=TIMEOUT
+                )
+            ]
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["authorization", "control-without"])
+async def test_every_rpc_shape_is_refused_before_its_handler_runs(guarded: bool) -> None:
+    reached: list[str] = []
+    interceptors = [Authorization(load_policy(DEFAULT_POLICY_FILE), "catalog")] if guarded else []
+    server = grpc.aio.server(interceptors=interceptors)
+    server.add_generic_rpc_handlers([_shaped_handlers(reached)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            codes = {shape: await _shape_code(channel, shape) for shape in SHAPES}
+    finally:
+        await server.stop(None)
+
+    # A plaintext caller has no identity: the policy allows it nothing but health.
+    if guarded:
+        assert codes == dict.fromkeys(SHAPES, grpc.StatusCode.PERMISSION_DENIED)
+        assert reached == []
+    else:
+        assert codes == dict.fromkeys(SHAPES, grpc.StatusCode.OK)
+        assert sorted(reached) == sorted(SHAPES)
