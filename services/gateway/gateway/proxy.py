@@ -190,14 +190,22 @@ class _Forwarder:
         self._call = channel.stream_stream(method, None, None)  # bytes as they are
         return grpc.stream_stream_rpc_method_handler(self.streamed_response)
 
+    def _admit(
+        self, request: Request, context: Context, record: CallRecord
+    ) -> tuple[Request, Metadata, float | None]:
+        """The request as it goes upstream (a stream counts its bytes as they pass),
+        with its metadata and timeout; raises a GatewayError to refuse the call."""
+        metadata, timeout = self._gate.admit(context, self._route.auth, record)
+        if isinstance(request, bytes):
+            record.request_bytes = len(request)
+        else:
+            request = _counted(request, record)
+        return request, metadata, timeout
+
     async def single_response(self, request: Request, context: Context) -> bytes:
         record = CallRecord(self._method, self._route.upstream)
         try:
-            metadata, timeout = self._gate.admit(context, self._route.auth, record)
-            if isinstance(request, bytes):
-                record.request_bytes = len(request)
-            else:
-                request = _counted(request, record)
+            request, metadata, timeout = self._admit(request, context, record)
             captured = capture() if self._intercepted else None
             call = self._call(request, metadata=metadata, timeout=timeout)
             try:
@@ -229,11 +237,7 @@ class _Forwarder:
         call = None
         headers_sent = False
         try:
-            metadata, timeout = self._gate.admit(context, self._route.auth, record)
-            if isinstance(request, bytes):
-                record.request_bytes = len(request)
-            else:
-                request = _counted(request, record)
+            request, metadata, timeout = self._admit(request, context, record)
             call = self._call(request, metadata=metadata, timeout=timeout)
             try:
                 headers = await call.initial_metadata()
