@@ -10,13 +10,17 @@ GetProduct in the same mode and run, and is written to bench/results.md with
 the command that made it. Then `bench.checkout` times whole checkouts
 (PlaceOrder end to end, confirm -> notification) into bench/checkout.md, and
 `bench.gateway` what our gateway, a bare grpc.aio proxy and nginx add to a
-call into bench/gateway.md. `--only calls|checkout|gateway` runs one of the three.
+call into bench/gateway.md, and `bench.mtls` what the mesh's mTLS and policy
+add to one into bench/mtls.md. `--only calls|checkout|gateway|mtls` runs one
+of them. All but the last run the services with MESH_MTLS=off: they measure
+the services and the gateway, and bench/mtls.md gives what mTLS adds per hop.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +33,7 @@ import grpc
 from bench.checkout import measure_checkout, render_checkout, start_mesh
 from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
 from bench.load import Call, Prepare, Sample, get_product, interleave
+from bench.mtls import measure_mtls, render_mtls, start_catalogs
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import REPO_ROOT, LocalService, Topology
@@ -39,7 +44,8 @@ from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 RESULTS = REPO_ROOT / "bench" / "results.md"
 CHECKOUT_RESULTS = REPO_ROOT / "bench" / "checkout.md"
 GATEWAY_RESULTS = REPO_ROOT / "bench" / "gateway.md"
-BENCHMARKS = ("calls", "checkout", "gateway")
+MTLS_RESULTS = REPO_ROOT / "bench" / "mtls.md"
+BENCHMARKS = ("calls", "checkout", "gateway", "mtls")
 MODES = ("tracing on", "tracing off")
 
 
@@ -172,8 +178,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--nginx", type=Path, default=NGINX, help="the nginx binary to compare with"
     )
+    parser.add_argument("--mtls-output", type=Path, default=MTLS_RESULTS)
     parser.add_argument("--only", choices=BENCHMARKS, help="run one of the benchmarks")
     args = parser.parse_args(argv)
+    os.environ["MESH_MTLS"] = "off"  # bench.mtls turns it on for what it measures
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
     chosen = BENCHMARKS if args.only is None else (args.only,)
     if "calls" in chosen:
@@ -206,6 +214,17 @@ def main(argv: list[str]) -> int:
             finally:
                 stack.stop()
         _write(args.gateway_output, render_gateway(by_path, paths.nginx, command))
+    if "mtls" in chosen:
+        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+            stack, endpoints = start_catalogs(Path(tmp))
+            try:
+                by_mode = {
+                    c: asyncio.run(measure_mtls(endpoints, args.calls, args.rounds, c))
+                    for c in args.concurrency
+                }
+            finally:
+                stack.stop()
+        _write(args.mtls_output, render_mtls(by_mode, command))
     return 0
 
 

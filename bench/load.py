@@ -18,11 +18,28 @@ import grpc
 
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
-__all__ = ["Call", "Prepare", "Sample", "get_product", "interleave", "one_round"]
+__all__ = ["Call", "Endpoint", "Prepare", "Sample", "get_product", "interleave", "one_round"]
 
 Call = Callable[[], Awaitable[Any]]
 Prepare = Callable[[grpc.aio.Channel], Awaitable[Call]]  # a channel -> the call to repeat
 Key = TypeVar("Key", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a round connects: an address, with TLS credentials when it needs them."""
+
+    address: str
+    credentials: grpc.ChannelCredentials | None = None
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.address, options=self.options)
+        return grpc.aio.secure_channel(self.address, self.credentials, options=self.options)
+
+
+Target = str | Endpoint  # a plain address is a plaintext endpoint
 
 
 @dataclass
@@ -38,9 +55,10 @@ async def get_product(channel: grpc.aio.Channel) -> Call:
     return lambda: stub.GetProduct(request, timeout=5)
 
 
-async def one_round(prepare: Prepare, target: str, calls: int, concurrency: int) -> Sample:
+async def one_round(prepare: Prepare, target: Target, calls: int, concurrency: int) -> Sample:
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(target) as channel:
+    endpoint = target if isinstance(target, Endpoint) else Endpoint(target)
+    async with endpoint.channel() as channel:
         call = await prepare(channel)
         await call()  # connect outside the clock
         remaining = calls
@@ -60,7 +78,7 @@ async def one_round(prepare: Prepare, target: str, calls: int, concurrency: int)
 
 
 async def interleave(
-    targets: Mapping[Key, tuple[Prepare, str]], calls: int, rounds: int, concurrency: int
+    targets: Mapping[Key, tuple[Prepare, Target]], calls: int, rounds: int, concurrency: int
 ) -> dict[Key, Sample]:
     """`rounds` rounds of `calls` calls per target, after a warm-up round that is not kept."""
     merged = {key: Sample([], 0.0) for key in targets}

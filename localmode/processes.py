@@ -3,6 +3,11 @@
 Each started process is recorded in `<run_dir>/pids/<name>.json` with its PID
 and its start time from /proc, so `down` stops exactly what `up` started and
 never a process that later reused the PID. Logs go to `<run_dir>/logs/`.
+
+A service whose environment turns the mesh's mTLS on (MESH_MTLS, on by
+default) gets the certificates it needs made first when they are missing or
+due (`mesh.certs.ensure` in its MESH_CERTS_DIR), and is probed for readiness
+over mTLS as itself, as its compose healthcheck does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from localmode.topology import REPO_ROOT, LocalService
+from mesh.certs import certs_dir_from_env, ensure
+from mesh.config import ConfigError, Env
 from mesh.probe import is_serving
+from mesh.tls import MTLS_DEFAULT, MeshSecurity
 
 
 class StartError(RuntimeError):
@@ -65,10 +73,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def is_ready(service: LocalService) -> bool:
+def mesh_security(service: LocalService) -> MeshSecurity | None:
+    """How to reach `service`'s gRPC port: None for plaintext, else over mTLS
+    as the service itself, whose certificates are made here when missing.
+
+    Raises StartError when its mesh settings are wrong, as the service would.
+    """
+    if service.grpc_target is None or service.public:
+        return None
+    env = Env({**os.environ, **service.environment})
+    try:
+        if env.flag("MESH_MTLS", MTLS_DEFAULT):
+            ensure(certs_dir_from_env(env))
+        return MeshSecurity.from_env(env)
+    except ConfigError as error:
+        raise StartError(f"{service.name}: configuration error: {error}") from None
+
+
+def is_ready(service: LocalService, security: MeshSecurity | None = None) -> bool:
     target = service.grpc_target
     if target is not None:
-        return is_serving(target, timeout_s=1.0)
+        return is_serving(target, timeout_s=1.0, security=security)
     try:
         with urllib.request.urlopen(service.ready, timeout=1.0) as reply:
             return bool(reply.status == 200)
@@ -100,6 +125,7 @@ class Stack:
         """Starts `service` and returns once it is ready; raises StartError otherwise."""
         for dirname in ("pids", "logs", "data"):
             (self.run_dir / dirname).mkdir(parents=True, exist_ok=True)
+        security = mesh_security(service)
         log_path = self.log_file(service.name)
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
@@ -115,7 +141,7 @@ class Stack:
         record = {"pid": proc.pid, "start": _start_ticks(proc.pid), "command": service.command}
         self.pid_file(service.name).write_text(json.dumps(record))
         deadline = time.monotonic() + timeout_s
-        while not is_ready(service):
+        while not is_ready(service, security):
             if proc.poll() is not None:
                 self.stop([service.name])
                 raise StartError(

@@ -6,6 +6,7 @@ A service takes part in local mode when it has an `x-local` entry:
       command: [".venv/bin/python", "-m", "catalog"]   # run from the repo root
       environment: {CATALOG_DB_PATH: "{run_dir}/data/catalog.db"}  # overrides
       ready: grpc://catalog:50051        # or an http:// URL that answers 200
+      public: true                       # optional: its gRPC port is plaintext (the gateway)
 
 Every `name:port` in the environment and in `ready` (and `0.0.0.0:port` of a
 service's own ports) becomes `127.0.0.1:<local port>`. A service's ports are
@@ -49,6 +50,9 @@ class LocalService:
     ready: str  # grpc://127.0.0.1:PORT or http://127.0.0.1:PORT/path
     ports: Mapping[int, int]  # compose port -> local port
     run_dir: Path  # where its PID file, log and data go
+    # Its gRPC port is plaintext whatever MESH_MTLS says (x-local `public:
+    # true`, the gateway's); the others are probed as the service itself.
+    public: bool = False
 
     @property
     def grpc_target(self) -> str | None:
@@ -119,6 +123,7 @@ class Topology:
             ready=rewrite(str(local["ready"])),
             ports={p: ports[(name, p)] for p in self.compose_ports[name]},
             run_dir=run_dir,
+            public=bool(local.get("public", False)),
         )
 
 

@@ -45,7 +45,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,11 +274,12 @@ def key_path(directory: Path, name: str) -> Path:
     return directory / f"{name}.key"
 
 
-def write_issued(directory: Path, name: str, issued: Issued) -> None:
-    """Writes `<name>.key` (0600), then `<name>.pem`, each atomically."""
+def write_issued(directory: Path, name: str, issued: Issued, owner: int | None = None) -> None:
+    """Writes `<name>.key` (0600), then `<name>.pem`, each atomically; with
+    `owner`, both belong to that user id before they appear under their names."""
     _make_dir(directory)
-    _write_atomically(key_path(directory, name), issued.key_pem(), 0o600)
-    _write_atomically(cert_path(directory, name), issued.cert_pem(), 0o644)
+    _write_atomically(key_path(directory, name), issued.key_pem(), 0o600, owner)
+    _write_atomically(cert_path(directory, name), issued.cert_pem(), 0o644, owner)
 
 
 def load(directory: Path, name: str) -> Issued:
@@ -350,13 +351,23 @@ def ensure(
     rotate: bool = False,
     services: Sequence[str] = SERVICES,
     now: dt.datetime | None = None,
+    owners: Mapping[str, int] | None = None,
 ) -> list[Outcome]:
     """Makes the CA and each service's certificate that is missing or due,
     keeping the rest; with `rotate`, issues every service certificate again.
 
+    `owners` maps a service to the user id its container runs as (compose:
+    a non-root user per image, and a key is readable by its owner only). Each
+    such service's files are given to that user, kept ones too, and the
+    folder becomes 0755 so those users can reach them; the CA's key stays
+    the writer's alone.
+
     Holds a lock on `<directory>/.lock`, so two runs at once (`make up` and a
     test, say) do not make two CAs.
     """
+    owners = dict(owners or {})
+    for service in owners:
+        _checked_service(service)
     current = now or _now()
     outcomes: list[Outcome] = []
     with _locked(directory):
@@ -367,11 +378,17 @@ def ensure(
         outcomes.append(Outcome(CA_NAME, reason, ca.cert.not_valid_after_utc))
         for service in services:
             issued, reason = _current(directory, service, ca, current)
+            owner = owners.get(service)
             if issued is None or rotate:
                 issued = issue(ca, service, lifetime=lifetime, now=current)
-                write_issued(directory, service, issued)
+                write_issued(directory, service, issued, owner)
                 reason = "rotated" if reason == "kept" else reason
+            elif owner is not None:
+                for path in (key_path(directory, service), cert_path(directory, service)):
+                    os.chown(path, owner, -1)
             outcomes.append(Outcome(service, reason, issued.cert.not_valid_after_utc))
+        if owners:
+            directory.chmod(0o755)
     return outcomes
 
 
@@ -446,7 +463,7 @@ def _make_dir(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+def _write_atomically(path: Path, data: bytes, mode: int, owner: int | None = None) -> None:
     # mkstemp creates the file 0600, so a key is never readable by others,
     # not even before the chmod; fsync before the rename so a crash leaves
     # the old file or the whole new one.
@@ -457,6 +474,8 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp, mode)
+        if owner is not None:
+            os.chown(tmp, owner, -1)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -480,6 +499,19 @@ def certs_dir_from_env(env: Env) -> Path:
     return Path(raw) if raw else DEFAULT_DIR
 
 
+def _owners(entries: Sequence[str]) -> dict[str, int]:
+    owners = {}
+    for entry in entries:
+        service, sep, uid = entry.partition("=")
+        if not sep or service not in SERVICES or not uid.isdigit():
+            raise ConfigError(
+                f"--owner must be SERVICE=UID with SERVICE one of {', '.join(SERVICES)}, "
+                f"got {entry!r}"
+            )
+        owners[service] = int(uid)
+    return owners
+
+
 def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     env = env or Env()
     parser = argparse.ArgumentParser(
@@ -491,15 +523,25 @@ def main(argv: Sequence[str] | None = None, env: Env | None = None) -> int:
     parser.add_argument(
         "--rotate", action="store_true", help="issue every service certificate again"
     )
+    parser.add_argument(
+        "--owner",
+        action="append",
+        default=[],
+        metavar="SERVICE=UID",
+        help="give SERVICE's key and certificate to user UID (compose's containers)",
+    )
     args = parser.parse_args(argv)
     try:
+        owners = _owners(args.owner)
         directory = args.dir or certs_dir_from_env(env)
         days = args.days if args.days is not None else env.number("MESH_CERT_DAYS", 1.0)
         if not (days > 0 and math.isfinite(days)):
             raise ConfigError(f"the lifetime must be a positive number of days, got {days}")
     except ConfigError as error:
         parser.error(str(error))
-    outcomes = ensure(directory, lifetime=dt.timedelta(days=days), rotate=args.rotate)
+    outcomes = ensure(
+        directory, lifetime=dt.timedelta(days=days), rotate=args.rotate, owners=owners
+    )
     for outcome in outcomes:
         print(f"{outcome.name:<14} {outcome.action:<40} until {outcome.not_after:%Y-%m-%d %H:%M}Z")
     print(f"certificates in {directory}")

@@ -1,6 +1,6 @@
 """Mutual TLS between the shop's services: configuration, credentials, peer identity.
 
-Off unless `MESH_MTLS=on` (the default is `MTLS_DEFAULT`, in this one place).
+On unless `MESH_MTLS=off` (the default is `MTLS_DEFAULT`, in this one place).
 With it on, every Python service
 
 - serves with credentials that require a client certificate from the shop's
@@ -14,7 +14,7 @@ With it on, every Python service
 
 Environment:
 
-- MESH_MTLS (`off` for now): `on` or `off`.
+- MESH_MTLS (`on`): `on` or `off`; `off` is for learning, never for a deployment.
 - MESH_CERTS_DIR (`.run/certs`): where `python -m mesh.certs` wrote
   `ca.pem` and `<service>.pem`/`<service>.key`.
 - MESH_SERVICE_IDENTITY: the service this process is, as a name (`catalog`)
@@ -80,8 +80,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The one place the default lives: a later change flips it to True.
-MTLS_DEFAULT = False
+# The one place Python keeps the default; inventory (Go) and payments
+# (TypeScript) keep the same one, and tests/contract/test_startup.py checks that all agree.
+MTLS_DEFAULT = True
 CA_NAME = "ca"
 # A writer replaces a key, then its certificate: a reader between the two
 # sees a pair that does not match and reads again, this often, this far apart.

@@ -2,6 +2,13 @@
 
 Every test stack gets its own run directory and its own ports, so tests never
 depend on or disturb a stack that `make up` started.
+
+Services start plaintext here (MESH_MTLS=off, which the root conftest.py
+sets for the whole session) unless a test asks for the
+mesh's mTLS with `start_stack(..., mtls=True)`: the contract tests check each
+service's API as any client sees it; tests/mesh checks mTLS and the policy,
+and the end-to-end tests run the shop as deployed, with mTLS on. A stack with
+mTLS on gets its own CA and certificates in `<run_dir>/certs`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ JAEGER = REPO_ROOT / ".tools" / "bin" / "jaeger"
 
 StartStack = Callable[..., dict[str, LocalService]]
 
+MTLS_OFF = {"MESH_MTLS": "off"}
+MTLS_ON = {"MESH_MTLS": "on"}
+
 
 def require_tool(path: Path) -> Path:
     if not path.exists():
@@ -35,18 +45,22 @@ def topology() -> Topology:
 
 @pytest.fixture
 def start_stack(topology: Topology, tmp_path: Path) -> Iterator[StartStack]:
-    """Starts the named services on fresh ports; `env` adds variables per service."""
+    """Starts the named services on fresh ports; `env` adds variables per
+    service; `mtls` turns the mesh's mTLS and authorization on for all of them."""
     stacks: list[Stack] = []
 
     def start(
-        names: Sequence[str], env: Mapping[str, Mapping[str, str]] | None = None
+        names: Sequence[str],
+        env: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        mtls: bool = False,
     ) -> dict[str, LocalService]:
         ports = {key: free_port() for key in topology.default_ports()}
         run_dir = tmp_path / f"stack{len(stacks)}"
         services = []
         for name in names:
             service = topology.resolve(name, ports, run_dir)
-            extra = dict((env or {}).get(name, {}))
+            extra = {**(MTLS_ON if mtls else MTLS_OFF), **(env or {}).get(name, {})}
             services.append(
                 dataclasses.replace(service, environment={**service.environment, **extra})
             )

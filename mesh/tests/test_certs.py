@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 import stat
 import subprocess
@@ -293,6 +294,30 @@ def test_days_come_from_the_flag_or_the_environment(tmp_path: Path) -> None:
 def test_a_bad_lifetime_is_refused(tmp_path: Path, days: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
         certs.main(["--dir", str(tmp_path), "--days", days], Env({}))
+    assert exit_info.value.code == 2
+    assert not list(tmp_path.glob("*.pem"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
+def test_owners_get_their_service_files_and_the_ca_key_stays_private(tmp_path: Path) -> None:
+    directory = tmp_path / "certs"
+    _run_cli("--dir", str(directory), "--owner", "payments=1000")
+    before = _serials(directory)
+    _run_cli("--dir", str(directory), "--owner", "payments=1000", "--owner", "inventory=65532")
+    assert _serials(directory) == before  # kept files change owner, not content
+    assert certs.key_path(directory, "inventory").stat().st_uid == 65532
+    _run_cli("--dir", str(directory), "--rotate", "--owner", "payments=1000")
+    for path in (certs.key_path(directory, "payments"), certs.cert_path(directory, "payments")):
+        assert path.stat().st_uid == 1000  # new files too
+    assert stat.S_IMODE(certs.key_path(directory, "payments").stat().st_mode) == 0o600
+    assert certs.key_path(directory, "ca").stat().st_uid == 0
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("entry", ["payments", "payments=node", "bank=1000", "=1000"])
+def test_a_bad_owner_is_refused(tmp_path: Path, entry: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        certs.main(["--dir", str(tmp_path), "--owner", entry], Env({}))
     assert exit_info.value.code == 2
     assert not list(tmp_path.glob("*.pem"))
 

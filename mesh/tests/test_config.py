@@ -115,7 +115,7 @@ def test_a_malformed_address_is_named(raw: str) -> None:
 
 
 def test_server_config_defaults() -> None:
-    config = ServerConfig.from_env(Env({}), default_addr="0.0.0.0:50051")
+    config = ServerConfig.from_env(Env({"MESH_MTLS": "off"}), default_addr="0.0.0.0:50051")
     assert config == ServerConfig(
         listen_addr="0.0.0.0:50051", grace_s=10.0, drain_s=0.5, faults=FaultConfig()
     )
@@ -125,6 +125,7 @@ def test_server_config_defaults() -> None:
 def test_server_config_from_the_environment() -> None:
     env = Env(
         {
+            "MESH_MTLS": "off",
             "GRPC_LISTEN_ADDR": "127.0.0.1:0",
             "SHUTDOWN_GRACE_SECONDS": "3",
             "SHUTDOWN_DRAIN_SECONDS": "0",
@@ -157,7 +158,7 @@ def test_server_config_from_the_environment() -> None:
 )
 def test_server_config_errors_name_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        ServerConfig.from_env(Env({name: raw}), default_addr="0.0.0.0:50051")
+        ServerConfig.from_env(Env({"MESH_MTLS": "off", name: raw}), default_addr="0.0.0.0:50051")
 
 
 @pytest.mark.parametrize(

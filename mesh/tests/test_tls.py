@@ -35,12 +35,16 @@ TIMEOUT = 10.0
 # --- configuration ------------------------------------------------------------
 
 
-def test_mtls_is_off_unless_switched_on() -> None:
-    assert MTLS_DEFAULT is False
-    security = MeshSecurity.from_env(Env({}))
+def test_mtls_is_on_unless_switched_off(tmp_path: Path) -> None:
+    assert MTLS_DEFAULT is True
+    missing = Env({"MESH_CERTS_DIR": str(tmp_path), "MESH_SERVICE_IDENTITY": "catalog"})
+    with pytest.raises(ConfigError, match="MESH_MTLS is on but .*ca.pem is missing"):
+        MeshSecurity.from_env(missing)
+    security = MeshSecurity.from_env(Env({"MESH_MTLS": "off"}))
     assert not security.enabled
     assert security.policy is None
-    assert not ServerConfig.from_env(Env({}), "127.0.0.1:0").security.enabled
+    off = ServerConfig.from_env(Env({"MESH_MTLS": "off"}), "127.0.0.1:0")
+    assert not off.security.enabled
 
 
 def test_on_reads_the_identity_certificates_and_policy(certs: Certs) -> None:
@@ -346,7 +350,7 @@ async def test_the_probe_speaks_mtls_as_the_service_itself(
 
     assert await asyncio.to_thread(probe, target, env=as_catalog) == 0
     assert await asyncio.to_thread(probe, target, env=as_orders) == 1
-    assert await asyncio.to_thread(probe, target, env=Env({})) == 1
+    assert await asyncio.to_thread(probe, target, env=Env({"MESH_MTLS": "off"})) == 1
     assert await asyncio.to_thread(probe, "--plaintext", target, env=as_catalog) == 1
     assert await asyncio.to_thread(probe, target, env=Env({"MESH_MTLS": "on"})) == 2
 

@@ -24,6 +24,7 @@ import dataclasses
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -42,6 +43,8 @@ from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from tests.contract.grpc_checks import NO_TRACING
+from tests.mesh_clients import channel as mesh_channel
+from tests.mesh_clients import inspecting_policy
 from tracing.jaeger import Span, Trace
 
 if TYPE_CHECKING:
@@ -367,18 +370,28 @@ def consistency_errors(
 async def checkout_mesh(
     start_stack: StartStack, env: Mapping[str, Mapping[str, str]] | None = None
 ) -> AsyncIterator[CheckoutMesh]:
-    """The six services on free ports with tracing off; `env` adds variables per service."""
+    """The six services on free ports with tracing off, mTLS and the policy on;
+    `env` adds variables per service. The test calls as the gateway and as
+    orders (tests/mesh_clients.py)."""
     extra = env or {}
-    services = start_stack(
-        MESH,
-        env={
-            name: {**NO_TRACING, **(ORDERS_ENV if name == "orders" else {}), **extra.get(name, {})}
-            for name in MESH
-            if name != "nats"
-        },
-    )
+    with tempfile.TemporaryDirectory() as policy_dir:  # read once, at start
+        policy = inspecting_policy(Path(policy_dir))
+        services = start_stack(
+            MESH,
+            env={
+                name: {
+                    **NO_TRACING,
+                    **policy,
+                    **(ORDERS_ENV if name == "orders" else {}),
+                    **extra.get(name, {}),
+                }
+                for name in MESH
+                if name != "nats"
+            },
+            mtls=True,
+        )
     channels = {
-        name: grpc.aio.insecure_channel(str(services[name].grpc_target), options=CHANNEL_OPTIONS)
+        name: mesh_channel(services[name], options=CHANNEL_OPTIONS)
         for name in ("orders", "inventory", "payments", "notifications")
     }
     mesh = CheckoutMesh(

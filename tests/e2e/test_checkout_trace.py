@@ -18,9 +18,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -33,6 +33,8 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from tests.conftest import JAEGER, require_tool
 from tests.e2e.checkout_support import assert_checkout_edges, has_every_child
+from tests.mesh_clients import channel as mesh_channel
+from tests.mesh_clients import inspecting_policy
 from tracing.interceptors import client_interceptors
 from tracing.jaeger import wait_for_trace
 from tracing.provider import build_tracer_provider
@@ -54,10 +56,13 @@ WAIT_S = 30.0
 
 
 @pytest.fixture
-def mesh(start_stack: StartStack) -> dict[str, LocalService]:
+def mesh(start_stack: StartStack, tmp_path: Path) -> dict[str, LocalService]:
+    """The shop as deployed, mTLS and the policy on; the test calls as the gateway
+    and as orders (tests/mesh_clients.py)."""
     require_tool(JAEGER)
     names = [name for name in SERVICES if name not in ("jaeger", "nats")]
-    return start_stack(SERVICES, env={name: FAST_EXPORT for name in names})
+    env = {**FAST_EXPORT, **inspecting_policy(tmp_path)}
+    return start_stack(SERVICES, env=dict.fromkeys(names, env), mtls=True)
 
 
 @pytest.fixture
@@ -82,7 +87,7 @@ class Shop:
 async def shop(mesh: dict[str, LocalService], provider: TracerProvider) -> AsyncIterator[Shop]:
     interceptors = client_interceptors(provider)
     channels = {
-        name: grpc.aio.insecure_channel(str(mesh[name].grpc_target), interceptors=interceptors)
+        name: mesh_channel(mesh[name], interceptors=interceptors)
         for name in ("orders", "inventory", "payments", "notifications")
     }
     yield Shop(

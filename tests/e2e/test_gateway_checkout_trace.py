@@ -71,9 +71,10 @@ GATEWAY_EDGES = [
 
 @pytest.fixture
 def mesh(start_stack: StartStack) -> dict[str, LocalService]:
+    """The shop as deployed: mTLS and the policy on behind the plaintext gateway."""
     require_tool(JAEGER)
     names = [name for name in SERVICES if name not in ("jaeger", "nats")]
-    return start_stack(SERVICES, env={name: FAST_EXPORT for name in names})
+    return start_stack(SERVICES, env=dict.fromkeys(names, FAST_EXPORT), mtls=True)
 
 
 @pytest.fixture

@@ -10,9 +10,18 @@ from gateway.config import DEMO_API_KEYS, GatewayConfig, override_variable, pars
 from gateway.routes import Auth, Route
 from mesh.config import ConfigError, Env
 
+# mTLS is on by default and needs certificates; these tests are about the rest.
+PLAINTEXT = {"MESH_MTLS": "off"}
+
 
 def test_defaults() -> None:
-    config = GatewayConfig.from_env(Env({}))
+    config = GatewayConfig.from_env(
+        Env(
+            {
+                **PLAINTEXT,
+            }
+        )
+    )
     assert config.server.listen_addr == "0.0.0.0:8080"
     assert [route.service for route in config.routes] == [
         "shop.catalog.v1.CatalogService",
@@ -37,6 +46,7 @@ def test_values_from_the_environment(tmp_path: Path) -> None:
     config = GatewayConfig.from_env(
         Env(
             {
+                **PLAINTEXT,
                 "GRPC_LISTEN_ADDR": "127.0.0.1:0",
                 "GATEWAY_ROUTES_FILE": str(routes),
                 "GATEWAY_MAX_MESSAGE_BYTES": "1024",
@@ -65,19 +75,29 @@ def test_values_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_a_relative_routes_file_is_relative_to_the_repository() -> None:
-    config = GatewayConfig.from_env(Env({"GATEWAY_ROUTES_FILE": "services/gateway/routes.yaml"}))
+    config = GatewayConfig.from_env(
+        Env({**PLAINTEXT, "GATEWAY_ROUTES_FILE": "services/gateway/routes.yaml"})
+    )
     assert len(config.routes) == 3
 
 
 def test_api_keys_can_be_turned_off() -> None:
-    assert GatewayConfig.from_env(Env({"GATEWAY_API_KEYS": "None"})).auth.api_keys == {}
+    assert (
+        GatewayConfig.from_env(Env({**PLAINTEXT, "GATEWAY_API_KEYS": "None"})).auth.api_keys == {}
+    )
 
 
 def test_an_upstream_host_variable_replaces_its_targets() -> None:
     assert override_variable("catalog") == "GATEWAY_UPSTREAM_CATALOG"
     assert override_variable("my-svc.internal") == "GATEWAY_UPSTREAM_MY_SVC_INTERNAL"
     config = GatewayConfig.from_env(
-        Env({"GATEWAY_UPSTREAM_CATALOG": "127.0.0.1:6001", "GATEWAY_UPSTREAM_PAYMENTS": "x:1"})
+        Env(
+            {
+                **PLAINTEXT,
+                "GATEWAY_UPSTREAM_CATALOG": "127.0.0.1:6001",
+                "GATEWAY_UPSTREAM_PAYMENTS": "x:1",
+            }
+        )
     )
     assert [route.upstream for route in config.routes] == [
         "127.0.0.1:6001",
@@ -110,6 +130,6 @@ def test_an_upstream_host_variable_replaces_its_targets() -> None:
 )
 def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable) as error:
-        GatewayConfig.from_env(Env({variable: value}))
+        GatewayConfig.from_env(Env({**PLAINTEXT, variable: value}))
     if variable == "GATEWAY_API_KEYS":
         assert "aaaaaaaaaaaaaaaa" not in str(error.value), "a key is a secret"

@@ -7,9 +7,18 @@ import pytest
 from mesh.config import ConfigError, Env
 from notifications.config import NotificationsConfig
 
+# mTLS is on by default and needs certificates; these tests are about the rest.
+PLAINTEXT = {"MESH_MTLS": "off"}
+
 
 def test_defaults() -> None:
-    config = NotificationsConfig.from_env(Env({}))
+    config = NotificationsConfig.from_env(
+        Env(
+            {
+                **PLAINTEXT,
+            }
+        )
+    )
     assert config.server.listen_addr == "0.0.0.0:50055"
     assert config.db_path == "notifications.db"
     assert config.nats_url == "nats://127.0.0.1:4222"
@@ -23,6 +32,7 @@ def test_every_variable_is_read() -> None:
     config = NotificationsConfig.from_env(
         Env(
             {
+                **PLAINTEXT,
                 "GRPC_LISTEN_ADDR": "127.0.0.1:0",
                 "NOTIFICATIONS_DB_PATH": "/data/n.db",
                 "NATS_URL": "nats://nats:4222",
@@ -54,4 +64,4 @@ def test_every_variable_is_read() -> None:
 )
 def test_a_bad_value_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        NotificationsConfig.from_env(Env({name: value}))
+        NotificationsConfig.from_env(Env({**PLAINTEXT, name: value}))

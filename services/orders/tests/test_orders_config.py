@@ -8,9 +8,18 @@ from mesh.config import ConfigError, Env
 from orders.config import OrdersConfig
 from orders.domain import Step
 
+# mTLS is on by default and needs certificates; these tests are about the rest.
+PLAINTEXT = {"MESH_MTLS": "off"}
+
 
 def test_defaults() -> None:
-    config = OrdersConfig.from_env(Env({}))
+    config = OrdersConfig.from_env(
+        Env(
+            {
+                **PLAINTEXT,
+            }
+        )
+    )
     assert config.server.listen_addr == "0.0.0.0:50052"
     assert config.db_path == "orders.db"
     assert config.catalog_target == "127.0.0.1:50051"
@@ -30,6 +39,7 @@ def test_values_from_the_environment() -> None:
     config = OrdersConfig.from_env(
         Env(
             {
+                **PLAINTEXT,
                 "GRPC_LISTEN_ADDR": "127.0.0.1:0",
                 "ORDERS_DB_PATH": "/data/orders.db",
                 "CATALOG_TARGET": "dns:///catalog:50051",
@@ -61,7 +71,7 @@ def test_values_from_the_environment() -> None:
 
 @pytest.mark.parametrize("step", ["reserved", "charged", "compensating", "released"])
 def test_every_intermediate_step_can_be_paused_after(step: str) -> None:
-    config = OrdersConfig.from_env(Env({"ORDERS_TEST_PAUSE_AFTER_STEP": step}))
+    config = OrdersConfig.from_env(Env({**PLAINTEXT, "ORDERS_TEST_PAUSE_AFTER_STEP": step}))
     assert config.pause_after is Step(step)
 
 
@@ -88,4 +98,4 @@ def test_every_intermediate_step_can_be_paused_after(step: str) -> None:
 )
 def test_a_bad_variable_is_a_config_error_naming_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        OrdersConfig.from_env(Env({name: value}))
+        OrdersConfig.from_env(Env({**PLAINTEXT, name: value}))
