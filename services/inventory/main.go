@@ -1,9 +1,18 @@
 // Command inventory serves shop.inventory.v1.InventoryService: stock levels
 // and idempotent reservations, kept in a bbolt file. Wiring only: config,
-// logs, tracing, listener, store, server, then serve until SIGTERM or SIGINT.
+// logs, mesh security, tracing, listener, store, server, then serve until
+// SIGTERM or SIGINT.
+//
+// With MESH_MTLS on it serves mutual TLS only, with the certificates of
+// MESH_CERTS_DIR (reloaded when they change), and every call must pass the
+// policy of MESH_POLICY_FILE; off, it serves plaintext and authorizes nothing,
+// as there are no identities to go by.
 //
 // Exit status 2 is a configuration error, 1 any other failure to start; each
 // prints one line on stderr.
+//
+// `inventory probe` is the healthcheck instead (probe.go): it checks the
+// health of the server that runs with the same environment.
 package main
 
 import (
@@ -14,7 +23,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"google.golang.org/grpc/credentials"
+
+	"github.com/shopmesh/shopmesh/services/inventory/internal/authz"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/config"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/server"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/stock"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/telemetry"
@@ -26,6 +39,9 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		os.Exit(probe(os.Args[2:], os.LookupEnv, os.Stderr))
+	}
 	os.Exit(run())
 }
 
@@ -36,6 +52,11 @@ func run() int {
 		return 2
 	}
 	slog.SetDefault(telemetry.NewLogger(os.Stderr, serviceName, cfg.LogLevel))
+	var opts server.Options
+	if err := secure(cfg, &opts); err != nil {
+		fmt.Fprintf(os.Stderr, "configuration error: %v\n", err)
+		return 2
+	}
 
 	// Before the listener: a signal during start-up still shuts down in order.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -70,9 +91,7 @@ func run() int {
 		}
 	}()
 
-	opts := server.Options{
-		Faults: server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent},
-	}
+	opts.Faults = server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent}
 	if tracing.Enabled() {
 		opts.StatsHandler = telemetry.ServerHandler(tracing.Provider())
 	}
@@ -80,6 +99,7 @@ func run() int {
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
+	logSecurity(cfg)
 	slog.Info(fmt.Sprintf("serving on port %d", srv.Port()), "port", srv.Port(), "db_path", cfg.DBPath)
 	select {
 	case <-ctx.Done():
@@ -92,6 +112,39 @@ func run() int {
 	}
 	slog.Info("stopped")
 	return 0
+}
+
+// secure sets up mTLS and authorization in opts when cfg.MTLS says so; its
+// error is a configuration error (a bad policy, unusable certificates).
+func secure(cfg config.Config, opts *server.Options) error {
+	if !cfg.MTLS {
+		return nil
+	}
+	policy, err := authz.Load(cfg.PolicyFile)
+	if err != nil {
+		return err // file:line: key: problem
+	}
+	reloader, err := meshtls.NewReloader(cfg.CertsDir, cfg.Service)
+	if err != nil {
+		return fmt.Errorf("MESH_MTLS is on but the certificate is unusable: %w", err)
+	}
+	opts.Credentials = credentials.NewTLS(reloader.TLSConfig())
+	// The server's stats handler starts the span before any interceptor, so
+	// a denial is marked on the call's own server span.
+	opts.Interceptors = append(opts.Interceptors, authz.UnaryServerInterceptor(policy, cfg.Service))
+	opts.StreamInterceptors = append(opts.StreamInterceptors, authz.StreamServerInterceptor(policy, cfg.Service))
+	return nil
+}
+
+// logSecurity says how the server is secured, once it is about to serve.
+func logSecurity(cfg config.Config) {
+	if !cfg.MTLS {
+		slog.Info("mTLS is off: serving plaintext without authorization (MESH_MTLS=on turns both on)")
+		return
+	}
+	identity := "spiffe://shop.local/" + cfg.Service
+	slog.Info("mTLS is on: serving as "+identity+", callers checked against "+cfg.PolicyFile,
+		"identity", identity, "certs_dir", cfg.CertsDir, "policy_file", cfg.PolicyFile)
 }
 
 func cannotStart(err error) int {

@@ -44,6 +44,7 @@ func TestBusyPortExitsOne(t *testing.T) {
 	t.Setenv("GRPC_LISTEN_ADDR", busy.Addr().String())
 	t.Setenv("INVENTORY_DB_PATH", filepath.Join(t.TempDir(), "inventory.db"))
 	t.Setenv("OTEL_SDK_DISABLED", "true")
+	t.Setenv("MESH_MTLS", "off") // whatever config.MTLSDefault says
 	code, stderr := runWithStderr(t)
 	want := "cannot start: cannot listen on " + busy.Addr().String() + ": "
 	if code != 1 || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {

@@ -56,6 +56,7 @@ KEY_VARIABLES = (
     "GATEWAY_API_KEYS",
 )
 SIX = {"gateway", "catalog", "orders", "inventory", "payments", "notifications"}
+ONE_SHOT = "certs"  # makes the mesh's certificates, then exits
 PUBLISHED = {("gateway", 8080), ("jaeger", 16686)}
 OVERRIDE = """\
 # The compose test's own published ports: free ones, on loopback only.
@@ -232,7 +233,8 @@ def stack(
     workdir = tmp_path_factory.mktemp("compose")
     run([sys.executable, str(MAKE_ENV), str(workdir / ".env")], os.environ, 30, True)
     (workdir / "compose.test.yaml").write_text(OVERRIDE)
-    env = {k: v for k, v in os.environ.items() if k not in KEY_VARIABLES}
+    # Not the test session's MESH_MTLS=off: the stack runs as a user's does.
+    env = {k: v for k, v in os.environ.items() if k not in (*KEY_VARIABLES, "MESH_MTLS")}
     stack = Stack(
         project=f"shopmesh-test-{secrets.token_hex(4)}",
         workdir=workdir,
@@ -323,13 +325,24 @@ def test_the_compose_file_declares_health_limits_volumes_and_two_published_ports
 ) -> None:
     config = json.loads(stack.compose("config", "--format", "json").stdout)
     services: dict[str, Any] = config["services"]
-    assert SIX | {"jaeger", "nats"} <= set(services)
+    assert set(services) == SIX | {"jaeger", "nats", ONE_SHOT}
+    # The one-shot that makes the certificates runs to completion: no
+    # healthcheck, no port; every service waits for it to have succeeded.
+    assert not services[ONE_SHOT].get("ports")
+    for name in SIX:
+        assert services[name]["depends_on"][ONE_SHOT]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert services[name]["environment"]["MESH_MTLS"] == "on"
     published = set()
     for name, spec in services.items():
+        if name == ONE_SHOT:
+            continue
         assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert spec["deploy"]["resources"]["limits"]["memory"], f"{name} has no memory limit"
         for dependency, how in spec.get("depends_on", {}).items():
-            assert how["condition"] == "service_healthy", f"{name} -> {dependency}: {how}"
+            if dependency != ONE_SHOT:
+                assert how["condition"] == "service_healthy", f"{name} -> {dependency}: {how}"
         published |= {(name, int(p["target"])) for p in spec.get("ports", [])}
         if name in SIX - {"gateway"} or name == "nats":
             volumes = [v for v in spec.get("volumes", []) if v["type"] == "volume"]
@@ -485,6 +498,62 @@ def test_scaled_catalog_replicas_all_get_calls_through_dns_round_robin(stack: St
         )
         assert len(page["products"]) == 2
     measure_memory(stack)
+
+
+# Run inside the gateway's container, as the gateway: its certificate from
+# the certs volume, the compose network's service names.
+MESH_CHECK = """
+import asyncio, json
+import grpc
+from mesh.channels import Channels
+from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+async def outcome(call):
+    try:
+        await call
+        return "OK"
+    except grpc.aio.AioRpcError as error:
+        return f"{error.code().name}: {error.details()}"
+
+async def main():
+    product = catalog_pb2.GetProductRequest(id="prod-chemex")
+    stock = inventory_pb2.GetStockRequest(product_ids=["prod-chemex"])
+    channels = Channels()
+    async with grpc.aio.insecure_channel("catalog:50051") as plaintext:
+        found = {
+            "mtls": await outcome(catalog_pb2_grpc.CatalogServiceStub(
+                channels.get("catalog:50051")).GetProduct(product, timeout=10)),
+            "plaintext": await outcome(catalog_pb2_grpc.CatalogServiceStub(
+                plaintext).GetProduct(product, timeout=10)),
+            "internal": await outcome(inventory_pb2_grpc.InventoryServiceStub(
+                channels.get("inventory:50053")).GetStock(stock, timeout=10)),
+        }
+    await channels.close()
+    print(json.dumps(found))
+
+asyncio.run(main())
+"""
+
+
+def test_services_speak_mtls_and_enforce_the_policy(stack: Stack) -> None:
+    def check() -> dict[str, str]:
+        out = stack.compose("exec", "-T", "gateway", "python", "-c", MESH_CHECK).stdout
+        found: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+        return found
+
+    found = check()
+    assert found["mtls"] == "OK"
+    assert found["plaintext"].startswith("UNAVAILABLE"), found
+    assert found["internal"] == (
+        "PERMISSION_DENIED: caller spiffe://shop.local/gateway "
+        "may not call /shop.inventory.v1.InventoryService/GetStock"
+    )
+    # Rotation as the README gives it: every certificate issued again, no restart.
+    rotated = stack.compose("run", "--rm", "certs", "--rotate", timeout_s=120).stdout
+    assert "rotated" in rotated
+    assert check()["mtls"] == "OK"
+    assert stack.call("shop.catalog.v1.CatalogService/GetProduct", {"id": "prod-chemex"})
 
 
 def test_a_killed_and_replaced_orders_container_keeps_its_orders(

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -87,6 +88,13 @@ func uriSANs(cert *x509.Certificate) []string {
 	return nil
 }
 
+// SubjectHeader is the gateway's customer header (mesh/identity.py): whom
+// the gateway vouches for. Only the gateway's identity may send it.
+const SubjectHeader = "x-shop-subject"
+
+// gateway is the one service whose calls may carry SubjectHeader.
+const gateway = "gateway"
+
 // Denied is the PERMISSION_DENIED status of a call the policy refuses,
 // naming the caller's identity (or "no identity") and the method.
 func Denied(identity, fullMethod string) error {
@@ -101,16 +109,39 @@ func describe(identity string) string {
 	return identity
 }
 
+// Denial is why identity (a SPIFFE ID, "" without one) may not make this
+// call to service, or "" when it may: mesh/authz.py's denial, word for word.
+// Health is open whatever the metadata says. A call the policy allows is
+// still refused when it carries SubjectHeader from anyone but the gateway:
+// ignoring the header instead would make it an internal call, trusted to act
+// for every customer.
+func Denial(policy *Policy, service, identity, fullMethod string, md metadata.MD) string {
+	if strings.HasPrefix(fullMethod, "/"+HealthService+"/") {
+		return ""
+	}
+	if !policy.Allows(service, identity, fullMethod) {
+		return status.Convert(Denied(identity, fullMethod)).Message()
+	}
+	// Incoming metadata keys are lower case, as SubjectHeader is.
+	if _, sent := md[SubjectHeader]; sent && identity != policy.Identity(gateway) {
+		return fmt.Sprintf("caller %s may not send %s (only %s may) calling %s",
+			describe(identity), SubjectHeader, policy.Identity(gateway), fullMethod)
+	}
+	return ""
+}
+
 // authorize is the interceptors' one decision: nil, or the denial, logged
 // and marked on the server span as mesh/authz.py marks it: status ERROR,
 // mesh.authz.denied=true, mesh.authz.caller (the identity, "" without one).
+// The interceptors run inside the server span that the stats handler
+// (otelgrpc) started, so trace.SpanFromContext is that span.
 func authorize(ctx context.Context, policy *Policy, service, fullMethod string) error {
 	identity, _ := PeerIdentity(ctx)
-	if policy.Allows(service, identity, fullMethod) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	message := Denial(policy, service, identity, fullMethod, md)
+	if message == "" {
 		return nil
 	}
-	denied := Denied(identity, fullMethod)
-	message := status.Convert(denied).Message()
 	slog.WarnContext(ctx, "permission denied: "+message,
 		"caller", identity, "method", fullMethod, "target", service)
 	span := trace.SpanFromContext(ctx)
@@ -121,7 +152,7 @@ func authorize(ctx context.Context, policy *Policy, service, fullMethod string) 
 	// otelgrpc leaves a server span's status unset for PERMISSION_DENIED, and
 	// an unset status does not replace this one.
 	span.SetStatus(otelcodes.Error, message)
-	return denied
+	return status.Error(codes.PermissionDenied, message)
 }
 
 func mustBeService(policy *Policy, service string) {

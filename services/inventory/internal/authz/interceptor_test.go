@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -474,5 +475,73 @@ func TestInterceptorsRefuseAnUnknownService(t *testing.T) {
 			}()
 			build()
 		}()
+	}
+}
+
+func TestDenialOfTheSubjectHeader(t *testing.T) {
+	// The shop's policy lets no gateway call inventory; this one does.
+	policy, err := authz.Parse([]byte(`version: 1
+trust_domain: shop.local
+services:
+  inventory:
+    - callers: [gateway, orders]
+      methods: ["shop.inventory.v1.InventoryService/*"]
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reserve = "/shop.inventory.v1.InventoryService/ReserveStock"
+	const check = "/grpc.health.v1.Health/Check"
+	subject := metadata.Pairs(authz.SubjectHeader, "cust-1")
+	other := metadata.Pairs("x-shop-other", "1")
+	cases := []struct {
+		name     string
+		identity string
+		method   string
+		md       metadata.MD
+		want     string
+	}{
+		{"gateway vouches", spiffe("gateway"), reserve, subject, ""},
+		{"gateway without it", spiffe("gateway"), reserve, nil, ""},
+		{"orders without it", spiffe("orders"), reserve, other, ""},
+		{"orders vouches", spiffe("orders"), reserve, subject,
+			"caller spiffe://shop.local/orders may not send x-shop-subject " +
+				"(only spiffe://shop.local/gateway may) calling " + reserve},
+		{"an empty value is still sent", spiffe("orders"), reserve, metadata.Pairs(authz.SubjectHeader, ""),
+			"caller spiffe://shop.local/orders may not send x-shop-subject " +
+				"(only spiffe://shop.local/gateway may) calling " + reserve},
+		{"the policy speaks first", "", reserve, subject,
+			"caller no identity may not call " + reserve},
+		{"health is open with it", "", check, subject, ""},
+		{"health is open to orders with it", spiffe("orders"), check, subject, ""},
+	}
+	for _, c := range cases {
+		if got := authz.Denial(policy, "inventory", c.identity, c.method, c.md); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+func TestTheSubjectHeaderFromOrdersIsDeniedOverMTLS(t *testing.T) {
+	logs := captureLogs(t)
+	ca := newAuthority(t)
+	addr := serve(t, ca)
+	orders := ca.issue(t, "spiffe://shop.local/orders")
+	conn := dial(t, addr, ca.pool, &orders)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, authz.SubjectHeader, "cust-1")
+	_, err := pb.NewInventoryServiceClient(conn).ReserveStock(ctx, &pb.ReserveStockRequest{OrderId: "o"})
+	want := "caller spiffe://shop.local/orders may not send x-shop-subject " +
+		"(only spiffe://shop.local/gateway may) calling /shop.inventory.v1.InventoryService/ReserveStock"
+	if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != want {
+		t.Fatalf("got %v, want PERMISSION_DENIED %q", err, want)
+	}
+	if !strings.Contains(logs.String(), `"caller":"spiffe://shop.local/orders"`) {
+		t.Errorf("log %s", logs)
+	}
+	// Health stays open, header or not.
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("health: %v", err)
 	}
 }

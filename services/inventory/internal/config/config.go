@@ -12,10 +12,26 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shopmesh/shopmesh/services/inventory/internal/authz"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls"
 )
+
+// MTLSDefault is MESH_MTLS when it is unset: the one place the default
+// lives, as MTLS_DEFAULT in mesh/tls.py: on, in all three languages alike.
+const MTLSDefault = true
+
+// Service is the shop service this process is unless MESH_SERVICE_IDENTITY
+// says otherwise: its certificate's name and its target in the policy.
+const Service = "inventory"
+
+// trustDomain is the shop's (mesh/certs.py TRUST_DOMAIN): an identity given
+// as a SPIFFE ID must be of it.
+const trustDomain = "shop.local"
 
 // Config is everything the process needs to know about its deployment.
 type Config struct {
@@ -36,6 +52,19 @@ type Config struct {
 	// TracingDisabled is OTEL_SDK_DISABLED=true: no provider, exporter or
 	// stats handler at all. The Go SDK does not read that variable itself.
 	TracingDisabled bool
+
+	// MTLS is MESH_MTLS: serve mutual TLS only and enforce the policy. When
+	// it is on, the three files of CertsDir that Service needs exist.
+	MTLS bool
+	// CertsDir is MESH_CERTS_DIR, what `make certs` writes (default
+	// .run/certs, relative like PolicyFile to the working directory: the
+	// repository root in local mode).
+	CertsDir string
+	// Service is MESH_SERVICE_IDENTITY as a service name (default inventory).
+	Service string
+	// PolicyFile is MESH_POLICY_FILE (default mesh/policy.yaml), read at
+	// start when MTLS is on.
+	PolicyFile string
 }
 
 // Error is a missing or malformed variable; the message names it.
@@ -62,6 +91,21 @@ func FromEnv(lookup LookupFunc) (Config, error) {
 		LogLevel:          env.level("LOG_LEVEL", "INFO"),
 		// The specification's kill switch: only "true", in any case, counts.
 		TracingDisabled: strings.EqualFold(env.text("OTEL_SDK_DISABLED", "false"), "true"),
+		MTLS:            env.flag("MESH_MTLS", MTLSDefault),
+		CertsDir:        env.text("MESH_CERTS_DIR", ".run/certs"),
+		Service:         env.service("MESH_SERVICE_IDENTITY", Service),
+		PolicyFile:      env.text("MESH_POLICY_FILE", "mesh/policy.yaml"),
+	}
+	if env.err == nil && cfg.MTLS {
+		// Here rather than at the first handshake: a deployment without
+		// its certificates fails at start, saying how to make them.
+		for _, path := range meshtls.Files(cfg.CertsDir, cfg.Service) {
+			if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+				env.fail("MESH_MTLS", "is on but %s is missing (MESH_CERTS_DIR=%s; `make certs` makes it)",
+					path, cfg.CertsDir)
+				break
+			}
+		}
 	}
 	if env.err != nil {
 		return Config{}, env.err
@@ -139,6 +183,37 @@ func (r *reader) address(name, fallback string) string {
 		r.fail(name, "must be host:port, got %q", raw)
 	}
 	return raw
+}
+
+// flag is mesh/config.py's flag: on/off, true/false, yes/no or 1/0, in any case.
+func (r *reader) flag(name string, fallback bool) bool {
+	raw := r.text(name, strconv.FormatBool(fallback))
+	switch strings.ToLower(raw) {
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	}
+	r.fail(name, "must be on or off (or true/false, yes/no, 1/0), got %q", raw)
+	return false
+}
+
+// service is one of the shop's services, named as such (orders) or by its
+// SPIFFE ID (spiffe://shop.local/orders).
+func (r *reader) service(name, fallback string) string {
+	raw := r.text(name, fallback)
+	service := raw
+	if strings.HasPrefix(raw, "spiffe://") {
+		var ok bool
+		if service, ok = strings.CutPrefix(raw, "spiffe://"+trustDomain+"/"); !ok {
+			service = "" // another trust domain
+		}
+	}
+	if !authz.IsService(service) {
+		r.fail(name, "must be one of %s (or its spiffe://%s/ identity), got %q",
+			strings.Join(authz.Services(), ", "), trustDomain, raw)
+	}
+	return service
 }
 
 func (r *reader) level(name, fallback string) slog.Level {

@@ -3,9 +3,13 @@ package config
 import (
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls/meshtlstest"
 )
 
 func lookup(env map[string]string) LookupFunc {
@@ -15,8 +19,17 @@ func lookup(env map[string]string) LookupFunc {
 	}
 }
 
+// certsDir is a certificates folder with the files service needs.
+func certsDir(t *testing.T, service string) string {
+	dir := t.TempDir()
+	meshtlstest.WriteDir(t, dir, service)
+	return dir
+}
+
 func TestDefaults(t *testing.T) {
-	cfg, err := FromEnv(lookup(nil))
+	// Certificates, so that this holds whichever way MTLSDefault points.
+	dir := certsDir(t, "inventory")
+	cfg, err := FromEnv(lookup(map[string]string{"MESH_CERTS_DIR": dir}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,6 +39,10 @@ func TestDefaults(t *testing.T) {
 		Drain:      500 * time.Millisecond,
 		Grace:      10 * time.Second,
 		LogLevel:   slog.LevelInfo,
+		MTLS:       MTLSDefault,
+		CertsDir:   dir,
+		Service:    "inventory",
+		PolicyFile: "mesh/policy.yaml",
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -42,6 +59,10 @@ func TestValuesAreRead(t *testing.T) {
 		"FAULT_ERROR_PERCENT":    "12.5",
 		"LOG_LEVEL":              "warning",
 		"OTEL_SDK_DISABLED":      "TRUE",
+		"MESH_MTLS":              "On",
+		"MESH_CERTS_DIR":         certsDir(t, "orders"),
+		"MESH_SERVICE_IDENTITY":  "spiffe://shop.local/orders",
+		"MESH_POLICY_FILE":       "/etc/shopmesh/policy.yaml",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +76,10 @@ func TestValuesAreRead(t *testing.T) {
 		FaultErrorPercent: 12.5,
 		LogLevel:          slog.LevelWarn,
 		TracingDisabled:   true,
+		MTLS:              true,
+		CertsDir:          cfg.CertsDir,
+		Service:           "orders",
+		PolicyFile:        "/etc/shopmesh/policy.yaml",
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -62,7 +87,8 @@ func TestValuesAreRead(t *testing.T) {
 }
 
 func TestBlankMeansDefault(t *testing.T) {
-	cfg, err := FromEnv(lookup(map[string]string{"LOG_LEVEL": "  ", "OTEL_SDK_DISABLED": "no"}))
+	// MESH_MTLS off: not about mTLS, so no certificates needed.
+	cfg, err := FromEnv(lookup(map[string]string{"LOG_LEVEL": "  ", "OTEL_SDK_DISABLED": "no", "MESH_MTLS": "off"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +115,12 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		{"FAULT_ERROR_PERCENT", "-0.1"},
 		{"FAULT_ERROR_PERCENT", "half"},
 		{"LOG_LEVEL", "verbose"},
+		{"MESH_MTLS", "maybe"},
+		{"MESH_MTLS", "2"},
+		{"MESH_SERVICE_IDENTITY", "warehouse"},
+		{"MESH_SERVICE_IDENTITY", "Inventory"},
+		{"MESH_SERVICE_IDENTITY", "spiffe://other.domain/inventory"},
+		{"MESH_SERVICE_IDENTITY", "spiffe://shop.local/inventory/x"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
@@ -101,6 +133,80 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, c.name)
 			}
 		})
+	}
+}
+
+func TestMTLSFlag(t *testing.T) {
+	dir := certsDir(t, "inventory")
+	for value, want := range map[string]bool{
+		"on": true, "ON": true, "true": true, "Yes": true, "1": true,
+		"off": false, "Off": false, "false": false, "no": false, "0": false, " ": MTLSDefault,
+	} {
+		cfg, err := FromEnv(lookup(map[string]string{"MESH_MTLS": value, "MESH_CERTS_DIR": dir}))
+		if err != nil || cfg.MTLS != want {
+			t.Errorf("MESH_MTLS=%q: got %v, %v; want %v", value, cfg.MTLS, err, want)
+		}
+	}
+	_, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "maybe"}))
+	if err == nil || err.Error() != `MESH_MTLS must be on or off (or true/false, yes/no, 1/0), got "maybe"` {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestServiceIdentity(t *testing.T) {
+	for value, want := range map[string]string{
+		"": "inventory", "orders": "orders", "spiffe://shop.local/payments": "payments",
+	} {
+		cfg, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "off", "MESH_SERVICE_IDENTITY": value}))
+		if err != nil || cfg.Service != want {
+			t.Errorf("MESH_SERVICE_IDENTITY=%q: got %q, %v; want %q", value, cfg.Service, err, want)
+		}
+	}
+	_, err := FromEnv(lookup(map[string]string{"MESH_SERVICE_IDENTITY": "warehouse"}))
+	want := `MESH_SERVICE_IDENTITY must be one of gateway, catalog, orders, inventory, payments, ` +
+		`notifications (or its spiffe://shop.local/ identity), got "warehouse"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestMTLSNeedsTheCertificates(t *testing.T) {
+	dir := certsDir(t, "inventory")
+	if cfg, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "on", "MESH_CERTS_DIR": dir})); err != nil || !cfg.MTLS {
+		t.Fatalf("got %+v, %v", cfg, err)
+	}
+	// Off, nothing is looked at.
+	empty := t.TempDir()
+	if _, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "off", "MESH_CERTS_DIR": empty})); err != nil {
+		t.Errorf("off: %v", err)
+	}
+	for _, file := range []string{"ca.pem", "inventory.pem", "inventory.key"} {
+		t.Run(file, func(t *testing.T) {
+			dir := certsDir(t, "inventory")
+			if err := os.Remove(filepath.Join(dir, file)); err != nil {
+				t.Fatal(err)
+			}
+			_, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "on", "MESH_CERTS_DIR": dir}))
+			want := "MESH_MTLS is on but " + filepath.Join(dir, file) + " is missing (MESH_CERTS_DIR=" +
+				dir + "; `make certs` makes it)"
+			var cfgErr *Error
+			if !errors.As(err, &cfgErr) || cfgErr.Variable != "MESH_MTLS" || err.Error() != want {
+				t.Errorf("got %v, want %s", err, want)
+			}
+		})
+	}
+	// Another service's files do not do.
+	_, err := FromEnv(lookup(map[string]string{
+		"MESH_MTLS": "on", "MESH_CERTS_DIR": dir, "MESH_SERVICE_IDENTITY": "orders"}))
+	if err == nil || !strings.Contains(err.Error(), "orders.pem is missing") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestDefaultFolders(t *testing.T) {
+	cfg, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "off"}))
+	if err != nil || cfg.CertsDir != ".run/certs" || cfg.PolicyFile != "mesh/policy.yaml" {
+		t.Errorf("got %+v, %v", cfg, err)
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package server is the inventory's gRPC face: the servicer that maps
 // protobuf to the stock domain and domain errors to status codes, and the
 // server around it with health, reflection, tracing, panic recovery, fault
-// injection and a graceful shutdown.
+// injection, optional transport credentials (mTLS) and a graceful shutdown.
 package server
 
 import (
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -33,8 +34,13 @@ type Options struct {
 	// StatsHandler traces calls; nil when tracing is off, so that no
 	// instrumentation runs on the request path at all.
 	StatsHandler stats.Handler
-	// Interceptors run outermost, before panic recovery and faults.
+	// Interceptors run outermost, before panic recovery and faults, and
+	// inside the stats handler's span.
 	Interceptors []grpc.UnaryServerInterceptor
+	// StreamInterceptors are Interceptors for streaming calls.
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Credentials secure the listener (mTLS); nil serves plaintext.
+	Credentials credentials.TransportCredentials
 }
 
 // Server is a gRPC server bound to its listener, not yet serving.
@@ -67,9 +73,13 @@ func New(listener net.Listener, store *stock.Store, opts Options) *Server {
 			"delay_ms", opts.Faults.Delay.Milliseconds(), "error_percent", opts.Faults.ErrorPercent)
 		unary = append(unary, opts.Faults.unary)
 	}
+	stream := append(slices.Clone(opts.StreamInterceptors), recoverStream)
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(recoverStream),
+		grpc.ChainStreamInterceptor(stream...),
+	}
+	if opts.Credentials != nil {
+		serverOpts = append(serverOpts, grpc.Creds(opts.Credentials))
 	}
 	if opts.StatsHandler != nil {
 		serverOpts = append(serverOpts, grpc.StatsHandler(opts.StatsHandler))
