@@ -107,3 +107,37 @@ def test_a_taken_port_stops_the_process(tmp_path: Path, name: str) -> None:
     assert result.returncode == 1, result.stderr
     assert f"127.0.0.1:{port}" in result.stderr
     assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_mtls_is_on_by_default_in_every_language_and_needs_its_certificates(
+    tmp_path: Path, name: str
+) -> None:
+    # Blank is unset (the session's own MESH_MTLS=off must not count here).
+    empty = tmp_path / "no-certs"
+    result = start(
+        name, tmp_path, MESH_MTLS="", MESH_CERTS_DIR=str(empty), OTEL_SERVICE_NAME=name
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"configuration error: MESH_MTLS is on but {empty / 'ca.pem'} is missing" in (
+        result.stderr
+    )
+    assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
+
+
+@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MESH_MTLS", "sometimes"),
+        ("MESH_SERVICE_IDENTITY", "bank"),
+    ],
+)
+def test_a_malformed_mesh_variable_is_named(
+    tmp_path: Path, name: str, variable: str, value: str
+) -> None:
+    # With mTLS on, where the identity matters; the flag is read first.
+    result = start(name, tmp_path, MESH_MTLS="on", **{variable: value})
+    assert result.returncode == 2, result.stderr
+    assert f"configuration error: {variable}" in result.stderr
+    assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr

@@ -9,6 +9,7 @@
 
 import { ConfigError, loadConfig, type PaymentsConfig } from "./config";
 import { configureLogging, log } from "./logging";
+import { loadMeshSecurity, type MeshSecurity } from "./tls";
 // Types only: these modules load @grpc/grpc-js, which must be required after
 // telemetry has installed its hook (see telemetry.ts), so they are required
 // below, at run time, in that order.
@@ -40,7 +41,7 @@ function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-async function run(config: PaymentsConfig): Promise<number> {
+async function run(config: PaymentsConfig, security: MeshSecurity): Promise<number> {
   let telemetry: TelemetryModule.Telemetry | undefined;
   if (config.tracing) {
     const { startTelemetry } = require("./telemetry") as typeof TelemetryModule;
@@ -50,11 +51,15 @@ async function run(config: PaymentsConfig): Promise<number> {
 
   let payments: ServerModule.PaymentsServer;
   try {
-    payments = await build(config);
+    payments = await build(config, { security });
   } catch (error) {
     await telemetry?.shutdown(TELEMETRY_SHUTDOWN_MS);
     if (error instanceof StartError) {
       return fail(`cannot start: ${error.message}`, 1);
+    }
+    if (error instanceof ConfigError) {
+      // The certificate files exist but do not make a usable pair.
+      return fail(`configuration error: ${error.message}`, 2);
     }
     throw error;
   }
@@ -72,8 +77,11 @@ async function run(config: PaymentsConfig): Promise<number> {
 
 async function main(): Promise<number> {
   let config: PaymentsConfig;
+  let security: MeshSecurity;
   try {
     config = loadConfig();
+    // MESH_*: mTLS, the certificates and the authorization policy (tls.ts).
+    security = loadMeshSecurity();
   } catch (error) {
     if (error instanceof ConfigError) {
       return fail(`configuration error: ${error.message}`, 2);
@@ -81,7 +89,7 @@ async function main(): Promise<number> {
     throw error;
   }
   configureLogging(config.logLevel);
-  return run(config);
+  return run(config, security);
 }
 
 // Anything unexpected is still one JSON log line (stack in "exception"), not

@@ -9,6 +9,12 @@
 // 2. after the drain period the server stops accepting calls (tryShutdown);
 // 3. calls in flight get the grace period to finish, then are cancelled;
 // 4. the database is closed.
+//
+// With mTLS on (tls.ts) the port serves TLS only, with a required client
+// certificate and the certificate reloaded on rotation, and the server is an
+// AuthorizedServer: every call is checked against the mesh's policy
+// (authz.ts). With it off the port is plaintext as before, with no
+// authorization (there are no peer identities), and a line at start says so.
 
 import * as path from "node:path";
 import { format } from "node:util";
@@ -19,6 +25,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation, protoPath as healthProtoPath } from "grpc-health-check";
 
 import { PaymentsServiceService } from "../../../gen/ts/shop/payments/v1/payments";
+import { Authorization } from "./authz";
 import { faultsEnabled, type PaymentsConfig, type ServerConfig } from "./config";
 import { Payments, type PaymentsApi } from "./domain";
 import { log } from "./logging";
@@ -26,6 +33,7 @@ import { reflectionDefinition } from "./reflection";
 import { errorDetailsDescriptor } from "./rpc-status";
 import { paymentsService, SERVICE_FULL_NAME } from "./service";
 import { SqlitePaymentStore } from "./store";
+import { type CertificateReloader, type MeshSecurity, serverCredentials } from "./tls";
 
 export { SERVICE_FULL_NAME };
 
@@ -46,6 +54,10 @@ export interface BuildOptions {
   readonly api?: PaymentsApi;
   /** Uniform in [0, 1) for fault injection; Math.random when omitted. */
   readonly random?: () => number;
+  /** mTLS and authorization (tls.ts's loadMeshSecurity); off when omitted. */
+  readonly security?: MeshSecurity;
+  /** Passed to serverCredentials: how often the certificate files are checked without a handshake. */
+  readonly backstopCheckMs?: number;
 }
 
 export interface PaymentsServer {
@@ -56,6 +68,35 @@ export interface PaymentsServer {
   readonly port: number;
   /** Names health reports on: "" (the whole server) and the payments service. */
   readonly healthNames: readonly string[];
+  /** The certificate reloader with mTLS on, else null. */
+  readonly reloader: CertificateReloader | null;
+}
+
+/**
+ * A grpc-js server whose every handler runs the authorization check first.
+ * The check goes into `register`, which `addService` calls for each method
+ * (of payments, health and reflection alike), beneath the OpenTelemetry
+ * instrumentation's wrapper of the same method (it patches
+ * Server.prototype.register, reached through `super`): so the check runs
+ * inside the server span, which interceptors would not (see authz.ts).
+ */
+export class AuthorizedServer extends grpc.Server {
+  constructor(
+    private readonly authorization: Authorization,
+    options?: grpc.ServerOptions,
+  ) {
+    super(options);
+  }
+
+  override register<RequestType, ResponseType>(
+    name: string,
+    handler: grpc.UntypedHandleCall,
+    serialize: grpc.serialize<ResponseType>,
+    deserialize: grpc.deserialize<RequestType>,
+    type: string,
+  ): boolean {
+    return super.register(name, this.authorization.guard(name, type, handler), serialize, deserialize, type);
+  }
 }
 
 /**
@@ -84,9 +125,9 @@ export function loadReflectionDefinition(protoDir: string): PackageDefinition {
   return reflectionDefinition(loaded, [errorDetailsDescriptor()]);
 }
 
-function bind(server: grpc.Server, address: string): Promise<number> {
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync(address, credentials, (error, port) => {
       if (error !== null) {
         reject(error);
       } else {
@@ -108,7 +149,22 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
   } catch (error) {
     throw new StartError(`cannot open database ${config.dbPath}: ${reason(error)}`);
   }
-  const server = new grpc.Server();
+  const security = options.security;
+  let server: grpc.Server;
+  let credentials: grpc.ServerCredentials;
+  let reloader: CertificateReloader | null = null;
+  if (security?.enabled) {
+    try {
+      ({ credentials, reloader } = await serverCredentials(security, log, options.backstopCheckMs));
+    } catch (error) {
+      store.close();
+      throw error; // a ConfigError: main.ts exits 2
+    }
+    server = new AuthorizedServer(new Authorization(security.policy, security.service));
+  } else {
+    credentials = grpc.ServerCredentials.createInsecure();
+    server = new grpc.Server();
+  }
   try {
     const faults = config.server.faults;
     if (faultsEnabled(faults)) {
@@ -123,16 +179,22 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
 
     let port: number;
     try {
-      port = await bind(server, config.server.listenAddr);
+      port = await bind(server, config.server.listenAddr, credentials);
     } catch (error) {
       throw new StartError(`cannot listen on ${config.server.listenAddr}: ${reason(error)}`);
+    }
+    // Said once bound, so that a failed start stays one "cannot start" line.
+    if (security?.enabled) {
+      log.info(`mTLS on: serving as ${security.service} with certificates from ${security.certsDir}`);
+    } else {
+      log.info("mTLS is off (MESH_MTLS): serving plaintext, without authorization");
     }
     // grpc-js serves as soon as the port is bound (Server.start is deprecated).
     const healthNames = ["", SERVICE_FULL_NAME];
     for (const name of healthNames) {
       health.setStatus(name, "SERVING");
     }
-    return { server, health, store, port, healthNames };
+    return { server, health, store, port, healthNames, reloader };
   } catch (error) {
     server.forceShutdown();
     store.close();

@@ -557,12 +557,32 @@ test("the caller's identity is the one SPIFFE URI SAN of its certificate", () =>
   assert.equal(subjectAltNames("garbage"), null);
 });
 
-test("a denial names the caller and the method", () => {
+test("a denial names the caller and the method, as mesh/authz.py's does", () => {
+  const policy = loadPolicy(DEFAULT_POLICY_FILE);
+  const none = { get: () => [] };
+  const subject = { get: (key: string) => (key === "x-shop-subject" ? ["customer-1"] : []) };
   assert.equal(
-    denial(spiffe("gateway"), `/${PAYMENTS}/Charge`),
+    denial(policy, "payments", spiffe("gateway"), `/${PAYMENTS}/Charge`, none),
     `caller spiffe://shop.local/gateway may not call /${PAYMENTS}/Charge`,
   );
-  assert.equal(denial(null, `/${PAYMENTS}/Charge`), `caller no identity may not call /${PAYMENTS}/Charge`);
+  assert.equal(
+    denial(policy, "payments", null, `/${PAYMENTS}/Charge`, null),
+    `caller no identity may not call /${PAYMENTS}/Charge`,
+  );
+  assert.equal(denial(policy, "payments", spiffe("orders"), `/${PAYMENTS}/Charge`, none), null);
+  assert.equal(
+    denial(policy, "payments", spiffe("orders"), `/${PAYMENTS}/Charge`, subject),
+    `caller spiffe://shop.local/orders may not send x-shop-subject (only spiffe://shop.local/gateway may) ` +
+      `calling /${PAYMENTS}/Charge`,
+  );
+  // Health is open to every caller, whatever its metadata says.
+  assert.equal(denial(policy, "payments", null, "/grpc.health.v1.Health/Check", subject), null);
+  // The policy is asked first: a caller it refuses is refused for that.
+  assert.equal(
+    denial(policy, "orders", spiffe("orders"), "/shop.orders.v1.OrdersService/GetOrder", subject),
+    "caller spiffe://shop.local/orders may not call /shop.orders.v1.OrdersService/GetOrder",
+  );
+  assert.equal(denial(policy, "orders", spiffe("gateway"), "/shop.orders.v1.OrdersService/GetOrder", subject), null);
 });
 
 test("pyRepr quotes as Python's repr() does", () => {

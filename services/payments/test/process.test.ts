@@ -13,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import { loadConfig } from "../src/config";
 import { chargeRequest, connect, tempDir } from "../testing/helpers";
+import { makeCerts, mtls, secureClient } from "../testing/mesh";
 
 const MAIN = path.join(__dirname, "..", "src", "main.js");
 const REPO_ROOT = path.dirname(loadConfig({}).protoDir);
@@ -34,7 +35,8 @@ const LIMIT = { timeout: 30_000 };
 function start(t: Context, env: Record<string, string>): Running {
   const child = spawn(process.execPath, [MAIN], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", ...env },
+    // mTLS off unless a test turns it on, whatever MTLS_DEFAULT says.
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", MESH_MTLS: "off", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   t.after(() => child.kill("SIGKILL"));
@@ -85,6 +87,10 @@ test("a malformed variable exits 2 with one line naming it", LIMIT, async (t) =>
     [{ FAULT_DELAY_MS: "-1" }, "FAULT_DELAY_MS"],
     [{ SHUTDOWN_GRACE_SECONDS: "soon" }, "SHUTDOWN_GRACE_SECONDS"],
     [{ LOG_LEVEL: "chatty" }, "LOG_LEVEL"],
+    [{ MESH_MTLS: "maybe" }, "MESH_MTLS"],
+    [{ MESH_MTLS: "on", MESH_SERVICE_IDENTITY: "billing" }, "MESH_SERVICE_IDENTITY"],
+    // "MESH_MTLS is on but <dir>/ca.pem is missing (MESH_CERTS_DIR=<dir>; ...)"
+    [{ MESH_MTLS: "on", MESH_CERTS_DIR: path.join(tempDir(t), "none") }, "MESH_CERTS_DIR"],
   ];
   for (const [env, variable] of cases) {
     // Loopback and port 0 even here: should a check regress, the process
@@ -180,5 +186,40 @@ test("the entry point serves calls once it logs its port and stops on SIGINT", L
   );
   assert.equal(error.code, grpc.status.NOT_FOUND);
   service.child.kill("SIGINT");
+  assert.equal(await service.exit, 0);
+});
+
+test("with MESH_MTLS=on the entry point serves mTLS and enforces the policy", LIMIT, async (t) => {
+  const certs = makeCerts(t);
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+    MESH_MTLS: "on",
+    MESH_CERTS_DIR: certs.dir,
+  });
+  const port = Number(/serving on port (\d+)/.exec(await service.waitFor((l) => l.includes("serving on port")))?.[1]);
+  assert.ok(service.lines.some((line) => message(line).startsWith("mTLS on: serving as payments")));
+  const orders = secureClient(t, port, mtls(certs, "orders"));
+  assert.equal(await orders.health(), "SERVING");
+  await orders.charge(chargeRequest({ idempotencyKey: "process-mtls" }));
+  const error = await orders.getPayment("pay_none").then(
+    () => assert.fail("GetPayment was allowed"),
+    (e: grpc.ServiceError) => e,
+  );
+  assert.equal(error.code, grpc.status.PERMISSION_DENIED);
+  service.child.kill("SIGTERM");
+  assert.equal(await service.exit, 0);
+});
+
+test("with MESH_MTLS off the entry point says so", LIMIT, async (t) => {
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+  });
+  await service.waitFor((l) => l.includes("serving on port"));
+  assert.ok(service.lines.some((line) => message(line).startsWith("mTLS is off")), service.lines.join("\n"));
+  service.child.kill("SIGTERM");
   assert.equal(await service.exit, 0);
 });
