@@ -137,7 +137,7 @@ def test_a_malformed_mesh_variable_is_named(
     tmp_path: Path, name: str, variable: str, value: str
 ) -> None:
     # With mTLS on, where the identity matters; the flag is read first.
-    result = start(name, tmp_path, MESH_MTLS="on", **{variable: value})
+    result = start(name, tmp_path, **{"MESH_MTLS": "on", variable: value})
     assert result.returncode == 2, result.stderr
     assert f"configuration error: {variable}" in result.stderr
     assert not any(mark in result.stderr for mark in STACK_TRACE_MARKS), result.stderr
