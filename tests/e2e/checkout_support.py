@@ -374,7 +374,8 @@ async def checkout_mesh(
     `env` adds variables per service. The test calls as the gateway and as
     orders (tests/mesh_clients.py)."""
     extra = env or {}
-    with tempfile.TemporaryDirectory() as policy_dir:  # read once, at start
+    # Every start reads the policy, a restart too: it lives as long as the mesh.
+    with tempfile.TemporaryDirectory() as policy_dir:
         policy = inspecting_policy(Path(policy_dir))
         services = start_stack(
             MESH,
@@ -390,23 +391,25 @@ async def checkout_mesh(
             },
             mtls=True,
         )
-    channels = {
-        name: mesh_channel(services[name], options=CHANNEL_OPTIONS)
-        for name in ("orders", "inventory", "payments", "notifications")
-    }
-    mesh = CheckoutMesh(
-        services=services,
-        stack=Stack(services["orders"].run_dir),
-        orders=orders_pb2_grpc.OrdersServiceStub(channels["orders"]),
-        inventory=inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]),
-        payments=payments_pb2_grpc.PaymentsServiceStub(channels["payments"]),
-        notifications=notifications_pb2_grpc.NotificationsServiceStub(channels["notifications"]),
-    )
-    try:
-        yield mesh
-    finally:
-        for channel in channels.values():
-            await channel.close(None)
-        # What this mesh restarted is its child: stop and reap it here. The
-        # fixture stops (and reaps) what it started.
-        mesh.stack.stop(mesh.restarted)  # last restarted first
+        channels = {
+            name: mesh_channel(services[name], options=CHANNEL_OPTIONS)
+            for name in ("orders", "inventory", "payments", "notifications")
+        }
+        mesh = CheckoutMesh(
+            services=services,
+            stack=Stack(services["orders"].run_dir),
+            orders=orders_pb2_grpc.OrdersServiceStub(channels["orders"]),
+            inventory=inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]),
+            payments=payments_pb2_grpc.PaymentsServiceStub(channels["payments"]),
+            notifications=notifications_pb2_grpc.NotificationsServiceStub(
+                channels["notifications"]
+            ),
+        )
+        try:
+            yield mesh
+        finally:
+            for channel in channels.values():
+                await channel.close(None)
+            # What this mesh restarted is its child: stop and reap it here. The
+            # fixture stops (and reaps) what it started.
+            mesh.stack.stop(mesh.restarted)  # last restarted first

@@ -274,8 +274,8 @@ export class CertificateReloader {
  * server certificate is chosen: it checks the files and hands Node the
  * current context for this connection. Node calls it only when the client
  * sends a server name, which every mesh client does (it names the service it
- * calls: `grpc.ssl_target_name_override`, grpc_health_probe's
- * -tls-server-name). A reload is also pushed to grpc-js
+ * calls: `grpc.ssl_target_name_override`, as the healthcheck, probe.ts,
+ * does). A reload is also pushed to grpc-js
  * (`updateSecureContextOptions`, which calls the listening server's
  * setSecureContext), which is what a client sending no name gets; a check
  * every BACKSTOP_CHECK_MS while the server listens bounds how stale that is.
