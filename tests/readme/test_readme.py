@@ -122,7 +122,9 @@ def test_readme_has_grpcurl_examples() -> None:
 
 
 @pytest.mark.usefixtures("stack")
-@pytest.mark.parametrize(("command", "stack"), grpcurl_commands(), indirect=["stack"])
+@pytest.mark.parametrize(
+    ("command", "stack"), grpcurl_commands(), indirect=["stack"], scope="module"
+)
 def test_grpcurl_command(command: str) -> None:
     result = run(command)
     assert result.returncode == 0, f"{command}\n{result.stderr}"
@@ -151,7 +153,9 @@ def test_grpcurl_command(command: str) -> None:
 
 
 @pytest.mark.usefixtures("stack")
-@pytest.mark.parametrize(("command", "expected", "stack"), console_examples(), indirect=["stack"])
+@pytest.mark.parametrize(
+    ("command", "expected", "stack"), console_examples(), indirect=["stack"], scope="module"
+)
 def test_console_example(command: str, expected: str) -> None:
     result = run(command)
     assert expected.strip() in (result.stdout + result.stderr).strip(), result.stderr
