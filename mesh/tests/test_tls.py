@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -38,7 +39,7 @@ TIMEOUT = 10.0
 def test_mtls_is_on_unless_switched_off(tmp_path: Path) -> None:
     assert MTLS_DEFAULT is True
     missing = Env({"MESH_CERTS_DIR": str(tmp_path), "MESH_SERVICE_IDENTITY": "catalog"})
-    with pytest.raises(ConfigError, match="MESH_MTLS is on but .*ca.pem is missing"):
+    with pytest.raises(ConfigError, match=r"MESH_MTLS is on but .*ca\.pem is missing"):
         MeshSecurity.from_env(missing)
     security = MeshSecurity.from_env(Env({"MESH_MTLS": "off"}))
     assert not security.enabled
