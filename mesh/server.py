@@ -81,6 +81,7 @@ def build_server(
     options: Sequence[tuple[str, Any]] = (),
     *,
     public: bool = False,
+    public_credentials: grpc.ServerCredentials | None = None,
 ) -> MeshServer:
     """Creates the server and binds its port; the caller adds its servicers.
 
@@ -90,8 +91,9 @@ def build_server(
 
     With `config.security` on, the port requires mTLS and every call passes
     `mesh.authz.Authorization` (inside the server span, before faults);
-    `public=True` (the gateway's listener, not a mesh hop) keeps it plaintext
-    and unchecked either way.
+    `public=True` (the gateway's listener, not a mesh hop) keeps it out of the
+    mesh either way: unchecked, and plaintext unless `public_credentials`
+    (TLS with the gateway's public certificate) are given.
     """
     security = config.security
     secure = security.enabled and not public
@@ -125,6 +127,8 @@ def build_server(
         if secure:
             credentials, reloader = server_credentials(security)
             port = server.add_secure_port(config.listen_addr, credentials)
+        elif public and public_credentials is not None:
+            port = server.add_secure_port(config.listen_addr, public_credentials)
         else:
             port = server.add_insecure_port(config.listen_addr)
     except RuntimeError as error:  # grpcio's way of saying the bind failed

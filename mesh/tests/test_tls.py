@@ -366,3 +366,48 @@ async def test_a_mismatched_pair_fails_start_naming_it(certs: Certs) -> None:
         )
     with pytest.raises(ConfigError, match="does not belong to"):
         Channels(security=certs.security("orders"))
+
+
+async def test_given_a_certificate_the_gateway_s_public_listener_serves_tls(
+    mtls_catalog: MtlsCatalog, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No client certificate asked; a plaintext client is refused. (The demo CA's
+    gateway certificate stands in for a public one.)"""
+    from gateway.config import GatewayConfig
+    from gateway.server import create_server
+
+    mesh = {
+        "MESH_MTLS": "on",
+        "MESH_CERTS_DIR": str(certs.directory),
+        "MESH_SERVICE_IDENTITY": "gateway",
+    }
+    for name, value in mesh.items():
+        monkeypatch.setenv(name, value)
+    env = Env(
+        {
+            **mesh,
+            "GRPC_LISTEN_ADDR": "127.0.0.1:0",
+            "GATEWAY_UPSTREAM_CATALOG": f"127.0.0.1:{mtls_catalog.port}",
+            "GATEWAY_ACCESS_LOG": "false",
+            "GATEWAY_TLS_CERT_FILE": str(cert_path(certs.directory, "gateway")),
+            "GATEWAY_TLS_KEY_FILE": str(key_path(certs.directory, "gateway")),
+        }
+    )
+    gateway = await create_server(GatewayConfig.from_env(env))
+    target = f"127.0.0.1:{gateway.mesh.port}"
+    request = catalog_pb2.ListProductsRequest(page_size=1)
+    server_only = grpc.ssl_channel_credentials(root_certificates=certs.ca())
+    try:
+        await start(gateway.mesh)
+        override = [("grpc.ssl_target_name_override", "gateway")]
+        async with grpc.aio.secure_channel(target, server_only, options=override) as channel:
+            stub: Any = catalog_pb2_grpc.CatalogServiceStub(channel)
+            assert (await stub.ListProducts(request, timeout=TIMEOUT)).products
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ListProducts(request, timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await gateway.mesh.server.stop(None)
+        await gateway.channels.close()

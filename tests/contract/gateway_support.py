@@ -84,6 +84,8 @@ BASE_ENV = {
     "GATEWAY_API_KEYS": f"{API_KEY}=cus-key",
     "SHUTDOWN_DRAIN_SECONDS": "0",
     "SHUTDOWN_GRACE_SECONDS": "1",
+    # The gateway against an echo upstream outside the mesh (tests/mesh has mTLS).
+    "MESH_MTLS": "off",
 }
 MiB = 1024 * 1024
 # Clients accept large answers, so a refusal is the gateway's, not the client's.

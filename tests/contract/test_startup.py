@@ -115,9 +115,7 @@ def test_mtls_is_on_by_default_in_every_language_and_needs_its_certificates(
 ) -> None:
     # Blank is unset (the session's own MESH_MTLS=off must not count here).
     empty = tmp_path / "no-certs"
-    result = start(
-        name, tmp_path, MESH_MTLS="", MESH_CERTS_DIR=str(empty), OTEL_SERVICE_NAME=name
-    )
+    result = start(name, tmp_path, MESH_MTLS="", MESH_CERTS_DIR=str(empty), OTEL_SERVICE_NAME=name)
     assert result.returncode == 2, result.stderr
     assert f"configuration error: MESH_MTLS is on but {empty / 'ca.pem'} is missing" in (
         result.stderr

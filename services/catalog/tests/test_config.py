@@ -12,13 +12,7 @@ PLAINTEXT = {"MESH_MTLS": "off"}
 
 
 def test_defaults() -> None:
-    config = CatalogConfig.from_env(
-        Env(
-            {
-                **PLAINTEXT,
-            }
-        )
-    )
+    config = CatalogConfig.from_env(Env(PLAINTEXT))
     assert config.server.listen_addr == "0.0.0.0:50051"
     assert config.db_path == "catalog.db"
     assert config.page_token_key is None

@@ -18,6 +18,9 @@
 - GATEWAY_RATE_PER_SECOND (100; 0 turns rate limiting off) and
   GATEWAY_RATE_BURST (200): each caller's token bucket.
 - GATEWAY_ACCESS_LOG (true): one JSON line per call.
+- GATEWAY_TLS_CERT_FILE, GATEWAY_TLS_KEY_FILE (unset): a certificate chain
+  and its key in PEM; set both and the public listener serves TLS (asking no
+  client certificate) instead of plaintext. Read at start.
 - LOG_LEVEL (INFO).
 
 plus the server's own (SHUTDOWN_*, FAULT_*) from `mesh.server.ServerConfig`.
@@ -30,6 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from gateway.routes import Route, load_routes
 from mesh.config import ConfigError, Env
 from mesh.server import ServerConfig
@@ -37,6 +43,8 @@ from mesh.server import ServerConfig
 # services/gateway/gateway/config.py -> the repository root (or the image's /app).
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_ROUTES_FILE = "services/gateway/routes.yaml"
+TLS_CERT_VARIABLE = "GATEWAY_TLS_CERT_FILE"
+TLS_KEY_VARIABLE = "GATEWAY_TLS_KEY_FILE"
 
 # Demo defaults, public in this repository and therefore no secret at all:
 # fine for `make up` on a laptop, never for anything reachable by others.
@@ -112,6 +120,46 @@ class RateConfig:
 
 
 @dataclass(frozen=True)
+class PublicTls:
+    """The certificate the public listener serves TLS with."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_env(cls, env: Env) -> PublicTls | None:
+        """None when neither variable is set: the listener stays plaintext."""
+        cert, key = env.optional(TLS_CERT_VARIABLE), env.optional(TLS_KEY_VARIABLE)
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise ConfigError(
+                f"{TLS_CERT_VARIABLE} and {TLS_KEY_VARIABLE} go together: set both or neither"
+            )
+        cert_pem, key_pem = _read(TLS_CERT_VARIABLE, cert), _read(TLS_KEY_VARIABLE, key)
+        try:
+            public = x509.load_pem_x509_certificate(cert_pem).public_key()
+        except ValueError:
+            raise ConfigError(f"{TLS_CERT_VARIABLE}: {cert} holds no PEM certificate") from None
+        try:
+            private = serialization.load_pem_private_key(key_pem, None)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{TLS_KEY_VARIABLE}: {key} holds no unencrypted PEM private key"
+            ) from None
+        if private.public_key() != public:
+            raise ConfigError(f"{TLS_KEY_VARIABLE}: {key} is not the key of {cert}")
+        return cls(cert_pem=cert_pem, key_pem=key_pem)
+
+
+def _read(variable: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{variable}: cannot read {path}: {error.strerror}") from None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     server: ServerConfig
     routes: tuple[Route, ...]
@@ -121,6 +169,7 @@ class GatewayConfig:
     rate: RateConfig
     access_log: bool
     log_level: str
+    public_tls: PublicTls | None = None  # None: the public listener is plaintext
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -134,6 +183,7 @@ class GatewayConfig:
             rate=RateConfig.from_env(env),
             access_log=env.flag("GATEWAY_ACCESS_LOG", True),
             log_level=env.log_level(),
+            public_tls=PublicTls.from_env(env),
         )
 
 

@@ -43,7 +43,18 @@ async def create_server(
     # RESOURCE_EXHAUSTED whether the client or the upstream sent it.
     limits = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     services = [route.service for route in config.routes]
-    mesh = build_server(config.server, services, interceptors, options=limits, public=True)
+    public_credentials = None
+    if config.public_tls is not None:
+        pair = (config.public_tls.key_pem, config.public_tls.cert_pem)
+        public_credentials = grpc.ssl_server_credentials([pair])
+    mesh = build_server(
+        config.server,
+        services,
+        interceptors,
+        options=limits,
+        public=True,
+        public_credentials=public_credentials,
+    )
     upstream_interceptors = list(client_interceptors)
     if upstream_interceptors:
         # Innermost; grpc-stubs type client interceptors only partially.

@@ -8,6 +8,7 @@ import pytest
 
 from gateway.config import DEMO_API_KEYS, GatewayConfig, override_variable, parse_api_keys
 from gateway.routes import Auth, Route
+from mesh.certs import cert_path, ensure, key_path
 from mesh.config import ConfigError, Env
 
 # mTLS is on by default and needs certificates; these tests are about the rest.
@@ -15,13 +16,7 @@ PLAINTEXT = {"MESH_MTLS": "off"}
 
 
 def test_defaults() -> None:
-    config = GatewayConfig.from_env(
-        Env(
-            {
-                **PLAINTEXT,
-            }
-        )
-    )
+    config = GatewayConfig.from_env(Env(PLAINTEXT))
     assert config.server.listen_addr == "0.0.0.0:8080"
     assert [route.service for route in config.routes] == [
         "shop.catalog.v1.CatalogService",
@@ -133,3 +128,44 @@ def test_a_bad_value_is_a_config_error_naming_the_variable(variable: str, value:
         GatewayConfig.from_env(Env({**PLAINTEXT, variable: value}))
     if variable == "GATEWAY_API_KEYS":
         assert "aaaaaaaaaaaaaaaa" not in str(error.value), "a key is a secret"
+
+
+def _tls_env(cert: str | None, key: str | None) -> Env:
+    values = {**PLAINTEXT}
+    if cert is not None:
+        values["GATEWAY_TLS_CERT_FILE"] = cert
+    if key is not None:
+        values["GATEWAY_TLS_KEY_FILE"] = key
+    return Env(values)
+
+
+def test_a_public_certificate_is_read_with_its_key(tmp_path: Path) -> None:
+    ensure(tmp_path)
+    cert, key = cert_path(tmp_path, "gateway"), key_path(tmp_path, "gateway")
+    config = GatewayConfig.from_env(_tls_env(str(cert), str(key)))
+    assert config.public_tls is not None
+    assert config.public_tls.cert_pem == cert.read_bytes()
+    assert GatewayConfig.from_env(Env(PLAINTEXT)).public_tls is None
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        ("gateway.pem", None, "GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together"),
+        (None, "gateway.key", "GATEWAY_TLS_CERT_FILE and GATEWAY_TLS_KEY_FILE go together"),
+        ("missing.pem", "gateway.key", "GATEWAY_TLS_CERT_FILE: cannot read"),
+        ("gateway.key", "gateway.key", "GATEWAY_TLS_CERT_FILE: .* holds no PEM certificate"),
+        ("gateway.pem", "gateway.pem", "GATEWAY_TLS_KEY_FILE: .* holds no unencrypted PEM"),
+        ("gateway.pem", "catalog.key", "GATEWAY_TLS_KEY_FILE: .* is not the key of"),
+    ],
+)
+def test_a_bad_public_certificate_is_named(
+    tmp_path: Path, cert: str | None, key: str | None, message: str
+) -> None:
+    ensure(tmp_path)
+    env = _tls_env(
+        None if cert is None else str(tmp_path / cert),
+        None if key is None else str(tmp_path / key),
+    )
+    with pytest.raises(ConfigError, match=message):
+        GatewayConfig.from_env(env)

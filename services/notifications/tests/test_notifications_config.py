@@ -12,13 +12,7 @@ PLAINTEXT = {"MESH_MTLS": "off"}
 
 
 def test_defaults() -> None:
-    config = NotificationsConfig.from_env(
-        Env(
-            {
-                **PLAINTEXT,
-            }
-        )
-    )
+    config = NotificationsConfig.from_env(Env(PLAINTEXT))
     assert config.server.listen_addr == "0.0.0.0:50055"
     assert config.db_path == "notifications.db"
     assert config.nats_url == "nats://127.0.0.1:4222"

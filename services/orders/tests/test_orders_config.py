@@ -13,13 +13,7 @@ PLAINTEXT = {"MESH_MTLS": "off"}
 
 
 def test_defaults() -> None:
-    config = OrdersConfig.from_env(
-        Env(
-            {
-                **PLAINTEXT,
-            }
-        )
-    )
+    config = OrdersConfig.from_env(Env(PLAINTEXT))
     assert config.server.listen_addr == "0.0.0.0:50052"
     assert config.db_path == "orders.db"
     assert config.catalog_target == "127.0.0.1:50051"
