@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -93,6 +96,7 @@ ANCHOR = SCENARIOS[0].label
 
 
 Key = tuple[str, str]  # (scenario label, mode)
+T = TypeVar("T")
 
 
 async def measure(
@@ -185,47 +189,42 @@ def main(argv: list[str]) -> int:
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
     chosen = BENCHMARKS if args.only is None else (args.only,)
     if "calls" in chosen:
-        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-            stack, targets = start_services(Path(tmp))
-            try:
-                results = {
-                    c: asyncio.run(measure(targets, args.calls, args.rounds, c))
-                    for c in args.concurrency
-                }
-            finally:
-                stack.stop()
+        with _started(start_services) as targets:
+            results = {
+                c: asyncio.run(measure(targets, args.calls, args.rounds, c))
+                for c in args.concurrency
+            }
         _write(args.output, render(results, command))
     if "checkout" in chosen:
-        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-            stack, mesh = start_mesh(Path(tmp))
-            try:
-                checkout = asyncio.run(measure_checkout(mesh, args.orders))
-            finally:
-                stack.stop()
+        with _started(start_mesh) as mesh:
+            checkout = asyncio.run(measure_checkout(mesh, args.orders))
         _write(args.checkout_output, render_checkout(checkout, command))
     if "gateway" in chosen:
-        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-            stack, paths = start_gateways(Path(tmp), args.nginx)
-            try:
-                by_path = {
-                    c: asyncio.run(measure_gateways(paths.targets, args.calls, args.rounds, c))
-                    for c in args.concurrency
-                }
-            finally:
-                stack.stop()
+        with _started(lambda run_dir: start_gateways(run_dir, args.nginx)) as paths:
+            by_path = {
+                c: asyncio.run(measure_gateways(paths.targets, args.calls, args.rounds, c))
+                for c in args.concurrency
+            }
         _write(args.gateway_output, render_gateway(by_path, paths.nginx, command))
     if "mtls" in chosen:
-        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
-            stack, endpoints = start_catalogs(Path(tmp))
-            try:
-                by_mode = {
-                    c: asyncio.run(measure_mtls(endpoints, args.calls, args.rounds, c))
-                    for c in args.concurrency
-                }
-            finally:
-                stack.stop()
+        with _started(start_catalogs) as endpoints:
+            by_mode = {
+                c: asyncio.run(measure_mtls(endpoints, args.calls, args.rounds, c))
+                for c in args.concurrency
+            }
         _write(args.mtls_output, render_mtls(by_mode, command))
     return 0
+
+
+@contextlib.contextmanager
+def _started(start: Callable[[Path], tuple[Stack, T]]) -> Iterator[T]:
+    """What `start` starts in a temporary folder; stopped, and the folder gone, after."""
+    with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+        stack, started = start(Path(tmp))
+        try:
+            yield started
+        finally:
+            stack.stop()
 
 
 def _write(path: Path, table: str) -> None:

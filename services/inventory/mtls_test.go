@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -131,14 +130,8 @@ func health(t *testing.T, conn *grpc.ClientConn) error {
 	return err
 }
 
-func quietLogs(t *testing.T) {
-	previous := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	t.Cleanup(func() { slog.SetDefault(previous) })
-}
-
 func TestMTLSRefusesBadCertificatesAtTheHandshake(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	s := serveSecured(t)
 	cases := map[string]*meshtlstest.Issued{
 		"no certificate": nil,
@@ -168,7 +161,7 @@ func TestMTLSRefusesBadCertificatesAtTheHandshake(t *testing.T) {
 }
 
 func TestMTLSEnforcesThePolicy(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	s := serveSecured(t)
 	orders := s.dial(t, s.ca.Issue(t, "orders"))
 	gateway := s.dial(t, s.ca.Issue(t, "gateway"))
@@ -223,7 +216,7 @@ func TestMTLSEnforcesThePolicy(t *testing.T) {
 }
 
 func TestADenialMarksItsServerSpan(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	s := serveSecured(t)
 	_, err := reserve(t, s.dial(t, s.ca.Issue(t, "catalog")))
 	want := "caller spiffe://shop.local/catalog may not call " + reserveStock
@@ -251,7 +244,7 @@ func TestADenialMarksItsServerSpan(t *testing.T) {
 }
 
 func TestMTLSPicksUpARotatedCertificate(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	s := serveSecured(t)
 	orders := s.ca.Issue(t, "orders")
 	old := s.dial(t, orders)
@@ -287,7 +280,7 @@ func TestMTLSPicksUpARotatedCertificate(t *testing.T) {
 }
 
 func TestWithMTLSOffNothingIsAuthorized(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	addr := serveWith(t, config.Config{MTLS: false, CertsDir: t.TempDir(), Service: "inventory",
 		PolicyFile: "/nonexistent"}, tracetest.NewSpanRecorder())
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -334,7 +327,7 @@ func TestMeshConfigurationErrorsExitTwo(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			quietLogs(t)
+			meshtlstest.CaptureLogs(t)
 			t.Setenv("OTEL_SDK_DISABLED", "true")
 			for name, value := range c.env {
 				t.Setenv(name, value)

@@ -38,7 +38,7 @@ func plaintextServer(t *testing.T) string {
 }
 
 func TestProbeOverMTLS(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	s := serveSecured(t)
 	// MESH_MTLS is left to its default, as in the image: on.
 	if code, stderr := runProbe(t, s.addr, map[string]string{"MESH_CERTS_DIR": s.dir}); code != 0 || stderr != "" {
@@ -47,7 +47,7 @@ func TestProbeOverMTLS(t *testing.T) {
 }
 
 func TestProbeRefusesAServerOfAnotherIdentity(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	dir := t.TempDir()
 	meshtlstest.WriteDir(t, dir, "inventory", "catalog")
 	addr := serveWith(t, config.Config{MTLS: true, CertsDir: dir, Service: "catalog", PolicyFile: shopPolicy},
@@ -67,7 +67,7 @@ func TestProbeRefusesAServerOfAnotherIdentity(t *testing.T) {
 }
 
 func TestProbePlaintext(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	addr := plaintextServer(t)
 	if code, stderr := runProbe(t, addr, map[string]string{"MESH_MTLS": "off"}); code != 0 || stderr != "" {
 		t.Errorf("exit %d, stderr %q; want 0", code, stderr)
@@ -75,7 +75,7 @@ func TestProbePlaintext(t *testing.T) {
 }
 
 func TestProbeWithMTLSOnAgainstAPlaintextServer(t *testing.T) {
-	quietLogs(t)
+	meshtlstest.CaptureLogs(t)
 	addr := plaintextServer(t)
 	dir := t.TempDir()
 	meshtlstest.WriteDir(t, dir, "inventory")

@@ -1,23 +1,14 @@
 package authz_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"math/big"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,84 +30,8 @@ import (
 
 	pb "github.com/shopmesh/shopmesh/gen/go/shop/inventory/v1"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/authz"
+	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls/meshtlstest"
 )
-
-// authority is a throwaway CA, as `make certs` makes one: ECDSA P-256.
-type authority struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-var serial int64
-
-func newAuthority(t *testing.T) *authority {
-	t.Helper()
-	key := newKey(t)
-	template := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "shopmesh test CA"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &authority{cert: cert, key: key, pool: pool}
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// issue makes a leaf for both TLS ends with the given URI SANs (SPIFFE IDs
-// or anything else), valid for localhost.
-func (a *authority) issue(t *testing.T, uris ...string) tls.Certificate {
-	t.Helper()
-	key := newKey(t)
-	serial++
-	template := &x509.Certificate{
-		SerialNumber: big.NewInt(serial + 1),
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	// The SAN by hand: Certificate.URIs would lower-case a scheme.
-	names := []asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte("localhost")}}
-	for _, uri := range uris {
-		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(uri)})
-	}
-	san, err := asn1.Marshal(names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	template.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san}}
-	der, err := x509.CreateCertificate(rand.Reader, template, a.cert, &key.PublicKey, a.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
 
 // stockServer answers the two methods the tests call.
 type stockServer struct {
@@ -134,12 +49,12 @@ func (stockServer) ReserveStock(context.Context, *pb.ReserveStockRequest) (*pb.R
 // serve starts an inventory-shaped server on 127.0.0.1 with the shop's
 // policy: TLS with the CA's client certificates optional (so that a client
 // without one reaches the interceptor), health and reflection registered.
-func serve(t *testing.T, ca *authority) string {
+func serve(t *testing.T, ca *meshtlstest.CA) string {
 	t.Helper()
 	policy := loadShop(t)
 	config := &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, "spiffe://shop.local/inventory")},
-		ClientCAs:    ca.pool,
+		Certificates: []tls.Certificate{ca.Issue(t, "inventory").TLS()},
+		ClientCAs:    ca.Pool(),
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		MinVersion:   tls.VersionTLS13,
 	}
@@ -218,42 +133,15 @@ func call(conn *grpc.ClientConn, method string) error {
 	return err
 }
 
-// captureLogs sends slog's default logger to a buffer for the test.
-func captureLogs(t *testing.T) *syncBuffer {
-	t.Helper()
-	var logs syncBuffer
-	previous := slog.Default()
-	slog.SetDefault(slog.New(slog.NewJSONHandler(&logs, nil)))
-	t.Cleanup(func() { slog.SetDefault(previous) })
-	return &logs
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestTheInterceptorsEnforceThePolicyOverMTLS(t *testing.T) {
-	logs := captureLogs(t)
-	ca := newAuthority(t)
+	logs := meshtlstest.CaptureLogs(t)
+	ca := meshtlstest.NewCA(t)
 	addr := serve(t, ca)
-	orders := ca.issue(t, "spiffe://shop.local/orders")
-	gateway := ca.issue(t, "spiffe://shop.local/gateway")
-	foreign := ca.issue(t, "spiffe://other.domain/orders")
-	twice := ca.issue(t, "spiffe://shop.local/orders", "spiffe://shop.local/gateway")
-	web := ca.issue(t, "https://shop.local/orders")
+	orders := ca.Issue(t, "orders").TLS()
+	gateway := ca.Issue(t, "gateway").TLS()
+	foreign := ca.Issue(t, "orders", meshtlstest.WithURIs("spiffe://other.domain/orders")).TLS()
+	twice := ca.Issue(t, "orders", meshtlstest.WithURIs("spiffe://shop.local/orders", "spiffe://shop.local/gateway")).TLS()
+	web := ca.Issue(t, "orders", meshtlstest.WithURIs("https://shop.local/orders")).TLS()
 	anonymous := "no identity"
 	const inv = "/shop.inventory.v1.InventoryService/"
 	const reflect = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
@@ -280,7 +168,7 @@ func TestTheInterceptorsEnforceThePolicyOverMTLS(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			err := call(dial(t, addr, ca.pool, c.cert), c.method)
+			err := call(dial(t, addr, ca.Pool(), c.cert), c.method)
 			if c.denied == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -319,18 +207,18 @@ func TestTheInterceptorsEnforceThePolicyOverMTLS(t *testing.T) {
 }
 
 func TestACertificateFromAnotherCAIsRefusedAtTheHandshake(t *testing.T) {
-	captureLogs(t)
-	ca := newAuthority(t)
+	meshtlstest.CaptureLogs(t)
+	ca := meshtlstest.NewCA(t)
 	addr := serve(t, ca)
-	rogue := newAuthority(t).issue(t, "spiffe://shop.local/orders")
-	err := call(dial(t, addr, ca.pool, &rogue), "ReserveStock")
+	rogue := meshtlstest.NewCA(t).Issue(t, "orders").TLS()
+	err := call(dial(t, addr, ca.Pool(), &rogue), "ReserveStock")
 	if code := status.Code(err); code != codes.Unavailable {
 		t.Fatalf("got %v, want UNAVAILABLE", err)
 	}
 }
 
 func TestWithoutTLSOnlyHealthIsOpen(t *testing.T) {
-	captureLogs(t)
+	meshtlstest.CaptureLogs(t)
 	policy := loadShop(t)
 	recorder := tracetest.NewSpanRecorder()
 	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
@@ -381,7 +269,7 @@ func TestWithoutTLSOnlyHealthIsOpen(t *testing.T) {
 }
 
 func TestADenialMarksTheServerSpan(t *testing.T) {
-	captureLogs(t)
+	meshtlstest.CaptureLogs(t)
 	recorder := tracetest.NewSpanRecorder()
 	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
 	ctx, span := provider.Tracer("test").Start(context.Background(), "shop.inventory.v1.InventoryService/GetStock")
@@ -413,12 +301,14 @@ func TestADenialMarksTheServerSpan(t *testing.T) {
 }
 
 func TestPeerIdentity(t *testing.T) {
-	ca := newAuthority(t)
-	leaf := func(uris ...string) *x509.Certificate { c := ca.issue(t, uris...); return c.Leaf }
+	ca := meshtlstest.NewCA(t)
+	leaf := func(uris ...string) *x509.Certificate {
+		return ca.Issue(t, "orders", meshtlstest.WithURIs(uris...)).Cert
+	}
 	verified := func(cert *x509.Certificate) credentials.TLSInfo {
 		return credentials.TLSInfo{State: tls.ConnectionState{
 			PeerCertificates: []*x509.Certificate{cert},
-			VerifiedChains:   [][]*x509.Certificate{{cert, ca.cert}},
+			VerifiedChains:   [][]*x509.Certificate{{cert, ca.Cert}},
 		}}
 	}
 	orders := leaf("spiffe://shop.local/orders")
@@ -523,11 +413,11 @@ services:
 }
 
 func TestTheSubjectHeaderFromOrdersIsDeniedOverMTLS(t *testing.T) {
-	logs := captureLogs(t)
-	ca := newAuthority(t)
+	logs := meshtlstest.CaptureLogs(t)
+	ca := meshtlstest.NewCA(t)
 	addr := serve(t, ca)
-	orders := ca.issue(t, "spiffe://shop.local/orders")
-	conn := dial(t, addr, ca.pool, &orders)
+	orders := ca.Issue(t, "orders").TLS()
+	conn := dial(t, addr, ca.Pool(), &orders)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, authz.SubjectHeader, "cust-1")

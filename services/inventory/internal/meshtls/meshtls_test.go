@@ -1,11 +1,9 @@
 package meshtls_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -18,33 +16,6 @@ import (
 	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls"
 	"github.com/shopmesh/shopmesh/services/inventory/internal/meshtls/meshtlstest"
 )
-
-// captureLogs sends slog's default logger to a buffer for the test.
-func captureLogs(t *testing.T) *syncBuffer {
-	t.Helper()
-	var logs syncBuffer
-	previous := slog.Default()
-	slog.SetDefault(slog.New(slog.NewJSONHandler(&logs, nil)))
-	t.Cleanup(func() { slog.SetDefault(previous) })
-	return &logs
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // echo serves TLS with the reloader's configuration on 127.0.0.1 and echoes
 // what each connection sends.
@@ -100,6 +71,31 @@ func roundTrip(t *testing.T, addr string, roots *x509.CertPool, client *meshtlst
 	return conn.ConnectionState().PeerCertificates[0].SerialNumber, nil
 }
 
+// rotating is an echo server whose reloader reads inventory's certificate
+// from dir, and a client certificate for orders from the same CA.
+type rotating struct {
+	logs   *meshtlstest.LogBuffer
+	dir    string
+	ca     *meshtlstest.CA
+	orders *meshtlstest.Issued
+	first  *big.Int // the serial of the certificate the server started with
+	addr   string
+}
+
+func serveRotating(t *testing.T) *rotating {
+	t.Helper()
+	r := &rotating{logs: meshtlstest.CaptureLogs(t), dir: t.TempDir()}
+	r.ca = meshtlstest.WriteDir(t, r.dir, "inventory")
+	r.orders = r.ca.Issue(t, "orders")
+	reloader, err := meshtls.NewReloader(r.dir, "inventory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.first = reloader.Certificate().SerialNumber
+	r.addr = echo(t, reloader)
+	return r
+}
+
 func TestNewReloaderNamesWhatIsWrong(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := meshtls.NewReloader(dir, "inventory"); err == nil ||
@@ -125,7 +121,7 @@ func TestNewReloaderNamesWhatIsWrong(t *testing.T) {
 }
 
 func TestTheServerRequiresACertificateOfItsCA(t *testing.T) {
-	captureLogs(t)
+	meshtlstest.CaptureLogs(t)
 	dir := t.TempDir()
 	ca := meshtlstest.WriteDir(t, dir, "inventory")
 	reloader, err := meshtls.NewReloader(dir, "inventory")
@@ -158,78 +154,60 @@ func TestTheServerRequiresACertificateOfItsCA(t *testing.T) {
 }
 
 func TestANewConnectionSeesTheRotatedCertificate(t *testing.T) {
-	logs := captureLogs(t)
-	dir := t.TempDir()
-	ca := meshtlstest.WriteDir(t, dir, "inventory")
-	orders := ca.Issue(t, "orders")
-	reloader, err := meshtls.NewReloader(dir, "inventory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := reloader.Certificate().SerialNumber
-	addr := echo(t, reloader)
-	if got, err := roundTrip(t, addr, ca.Pool(), orders); err != nil || got.Cmp(first) != 0 {
-		t.Fatalf("before: serial %v, %v; want %v", got, err, first)
+	r := serveRotating(t)
+	if got, err := roundTrip(t, r.addr, r.ca.Pool(), r.orders); err != nil || got.Cmp(r.first) != 0 {
+		t.Fatalf("before: serial %v, %v; want %v", got, err, r.first)
 	}
 
-	next := ca.Issue(t, "inventory")
-	next.Write(t, dir, "inventory")
-	got, err := roundTrip(t, addr, ca.Pool(), orders)
+	next := r.ca.Issue(t, "inventory")
+	next.Write(t, r.dir, "inventory")
+	got, err := roundTrip(t, r.addr, r.ca.Pool(), r.orders)
 	if err != nil || got.Cmp(next.Cert.SerialNumber) != 0 {
 		t.Fatalf("after: serial %v, %v; want %v", got, err, next.Cert.SerialNumber)
 	}
-	if !strings.Contains(logs.String(), `"msg":"loaded a new certificate for inventory"`) {
-		t.Errorf("no reload logged:\n%s", logs)
+	if !strings.Contains(r.logs.String(), `"msg":"loaded a new certificate for inventory"`) {
+		t.Errorf("no reload logged:\n%s", r.logs)
 	}
 
 	// A new CA (and a certificate under it) is read too: the old CA's
 	// clients are refused from then on, the new CA's accepted.
 	newCA := meshtlstest.NewCA(t)
-	newCA.Issue(t, "inventory").Write(t, dir, "inventory")
-	meshtlstest.WriteFile(t, meshtls.CAFile(dir), newCA.CertPEM())
-	if _, err := roundTrip(t, addr, newCA.Pool(), newCA.Issue(t, "orders")); err != nil {
+	newCA.Issue(t, "inventory").Write(t, r.dir, "inventory")
+	meshtlstest.WriteFile(t, meshtls.CAFile(r.dir), newCA.CertPEM())
+	if _, err := roundTrip(t, r.addr, newCA.Pool(), newCA.Issue(t, "orders")); err != nil {
 		t.Errorf("the new CA's client refused: %v", err)
 	}
-	if _, err := roundTrip(t, addr, newCA.Pool(), orders); err == nil {
+	if _, err := roundTrip(t, r.addr, newCA.Pool(), r.orders); err == nil {
 		t.Error("the old CA's client still accepted")
 	}
 }
 
 func TestAHalfRotatedPairKeepsTheCurrentCertificate(t *testing.T) {
-	logs := captureLogs(t)
-	dir := t.TempDir()
-	ca := meshtlstest.WriteDir(t, dir, "inventory")
-	orders := ca.Issue(t, "orders")
-	reloader, err := meshtls.NewReloader(dir, "inventory")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := reloader.Certificate().SerialNumber
-	addr := echo(t, reloader)
+	r := serveRotating(t)
 
 	// The writer has replaced the key and not (yet) the certificate.
-	next := ca.Issue(t, "inventory")
-	meshtlstest.WriteFile(t, meshtls.KeyFile(dir, "inventory"), next.KeyPEM(t))
-	if got, err := roundTrip(t, addr, ca.Pool(), orders); err != nil || got.Cmp(first) != 0 {
-		t.Fatalf("half rotated: serial %v, %v; want the old %v", got, err, first)
+	next := r.ca.Issue(t, "inventory")
+	meshtlstest.WriteFile(t, meshtls.KeyFile(r.dir, "inventory"), next.KeyPEM(t))
+	if got, err := roundTrip(t, r.addr, r.ca.Pool(), r.orders); err != nil || got.Cmp(r.first) != 0 {
+		t.Fatalf("half rotated: serial %v, %v; want the old %v", got, err, r.first)
 	}
-	if !strings.Contains(logs.String(), `"msg":"keeping the current certificate of inventory: `) {
-		t.Errorf("no warning logged:\n%s", logs)
+	if !strings.Contains(r.logs.String(), `"msg":"keeping the current certificate of inventory: `) {
+		t.Errorf("no warning logged:\n%s", r.logs)
 	}
 	// Garbage instead of a certificate: the same.
-	meshtlstest.WriteFile(t, meshtls.CertFile(dir, "inventory"), []byte("garbage"))
-	if got, err := roundTrip(t, addr, ca.Pool(), orders); err != nil || got.Cmp(first) != 0 {
-		t.Fatalf("garbage: serial %v, %v; want the old %v", got, err, first)
+	meshtlstest.WriteFile(t, meshtls.CertFile(r.dir, "inventory"), []byte("garbage"))
+	if got, err := roundTrip(t, r.addr, r.ca.Pool(), r.orders); err != nil || got.Cmp(r.first) != 0 {
+		t.Fatalf("garbage: serial %v, %v; want the old %v", got, err, r.first)
 	}
 	// The certificate arrives: the next connection has it.
-	meshtlstest.WriteFile(t, meshtls.CertFile(dir, "inventory"), next.CertPEM())
-	if got, err := roundTrip(t, addr, ca.Pool(), orders); err != nil || got.Cmp(next.Cert.SerialNumber) != 0 {
+	meshtlstest.WriteFile(t, meshtls.CertFile(r.dir, "inventory"), next.CertPEM())
+	if got, err := roundTrip(t, r.addr, r.ca.Pool(), r.orders); err != nil || got.Cmp(next.Cert.SerialNumber) != 0 {
 		t.Fatalf("completed: serial %v, %v; want %v", got, err, next.Cert.SerialNumber)
 	}
 }
 
 func TestAPairCompletedWhileReadingIsReadAgain(t *testing.T) {
-	logs := captureLogs(t)
+	logs := meshtlstest.CaptureLogs(t)
 	dir := t.TempDir()
 	ca := meshtlstest.WriteDir(t, dir, "inventory")
 	reloader, err := meshtls.NewReloader(dir, "inventory")

@@ -1,7 +1,8 @@
 // Package meshtlstest makes throwaway certificates in the shape `python -m
 // mesh.certs` gives them, for tests: an ECDSA P-256 CA, and service
 // certificates with one spiffe://shop.local/<service> URI SAN, DNS SANs
-// <service> and localhost, IP 127.0.0.1, for both TLS ends.
+// <service> and localhost, IP 127.0.0.1, for both TLS ends. It also
+// captures slog's output for tests that check what was logged.
 package meshtlstest
 
 import (
@@ -47,15 +48,32 @@ func NewCA(t testing.TB) *CA {
 	return &CA{sign(t, template, template, key, key)}
 }
 
+// An Option changes the certificate Issue or IssueFor makes.
+type Option func(template *x509.Certificate)
+
+// WithURIs replaces the certificate's URI SANs (by default its one SPIFFE
+// ID) with uris, written exactly as given: none, several, or ones net/url
+// would rewrite (an upper-case scheme), for tests of how an identity is read.
+func WithURIs(uris ...string) Option {
+	return func(template *x509.Certificate) {
+		template.URIs = nil
+		for _, uri := range uris {
+			// An opaque URL is written out verbatim; a parsed one would
+			// have its scheme lower-cased.
+			template.URIs = append(template.URIs, &url.URL{Opaque: uri})
+		}
+	}
+}
+
 // Issue makes service's certificate, valid from a minute ago for an hour.
-func (ca *CA) Issue(t testing.TB, service string) *Issued {
+func (ca *CA) Issue(t testing.TB, service string, options ...Option) *Issued {
 	t.Helper()
-	return ca.IssueFor(t, service, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	return ca.IssueFor(t, service, time.Now().Add(-time.Minute), time.Now().Add(time.Hour), options...)
 }
 
 // IssueFor makes service's certificate valid between the two times (both
 // may be in the past).
-func (ca *CA) IssueFor(t testing.TB, service string, notBefore, notAfter time.Time) *Issued {
+func (ca *CA) IssueFor(t testing.TB, service string, notBefore, notAfter time.Time, options ...Option) *Issued {
 	t.Helper()
 	key := newKey(t)
 	template := &x509.Certificate{
@@ -68,6 +86,9 @@ func (ca *CA) IssueFor(t testing.TB, service string, notBefore, notAfter time.Ti
 		URIs:         []*url.URL{{Scheme: "spiffe", Host: "shop.local", Path: "/" + service}},
 		DNSNames:     []string{service, "localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	for _, option := range options {
+		option(template)
 	}
 	issued := sign(t, template, ca.Cert, key, ca.Key)
 	return &issued
