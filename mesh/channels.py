@@ -6,19 +6,35 @@ each time. `Channels` hands out the same channel for the same target and
 closes them all at shutdown.
 
 With mTLS on (`mesh.tls`), every channel presents this service's certificate
-and checks the server's against the service it is meant to reach.
+and checks the server's against the service it is meant to reach. gRPC reads
+a client certificate once, into the channel's credentials; so that a client
+never goes on presenting one that `make certs` has replaced (and that will
+expire), `get` looks at the files at most once a second and, when they
+changed, hands out new channels with the new certificate from then on,
+closing the old ones with a grace period for the calls they carry. Callers
+therefore ask `get` for the channel each time rather than keep one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import grpc
 
-from mesh.config import Env
-from mesh.tls import MeshSecurity, channel_credentials, channel_options
+from mesh.config import ConfigError, Env
+from mesh.tls import MeshSecurity, channel_credentials, channel_options, files_stamp
+
+log = logging.getLogger(__name__)
+
+# How often `get` looks at the certificate files, and how long a channel
+# replaced after a rotation keeps serving the calls it carries.
+RENEW_CHECK_S = 1.0
+RETIRE_GRACE_S = 30.0
 
 # round_robin spreads calls over every address a name resolves to (replicas
 # in DNS or a comma list), and client-side health checking skips replicas
@@ -46,7 +62,14 @@ class Channels:
         the same switch as its server.
         """
         self._security = MeshSecurity.from_env(Env()) if security is None else security
-        self._credentials = channel_credentials(self._security) if self._security.enabled else None
+        self._credentials = None
+        self._stamp: tuple[tuple[int, int, int], ...] | None = None
+        if self._security.enabled and self._security.service is not None:
+            self._stamp = files_stamp(self._security.certs_dir, self._security.service)
+            self._credentials = channel_credentials(self._security)
+        self._checked_at = time.monotonic()
+        self._retired: list[grpc.aio.Channel] = []
+        self._retiring: set[asyncio.Task[None]] = set()
         self._interceptors = list(interceptors)
         config = DEFAULT_SERVICE_CONFIG if service_config is None else service_config
         self._options = [
@@ -59,6 +82,7 @@ class Channels:
     def get(self, target: str, service: str | None = None) -> grpc.aio.Channel:
         """The channel to `target`; with mTLS on, the server must prove it is
         `service` (default: the target's host, when that is a service name)."""
+        self._renew_if_rotated()
         channel = self._channels.get(target)
         if channel is None:
             if self._credentials is None:
@@ -75,7 +99,62 @@ class Channels:
             self._channels[target] = channel
         return channel
 
+    def _renew_if_rotated(self) -> None:
+        if self._stamp is None or self._security.service is None:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < RENEW_CHECK_S:
+            return
+        self._checked_at = now
+        try:
+            stamp = files_stamp(self._security.certs_dir, self._security.service)
+            if stamp == self._stamp:
+                return
+            credentials = channel_credentials(self._security)
+        except (OSError, ConfigError) as error:
+            # Mid-rotation or gone: keep what works and look again next time.
+            log.warning("keeping the current client certificate: %s", error)
+            return
+        self._stamp, self._credentials = stamp, credentials
+        retired, self._channels = list(self._channels.values()), {}
+        self._retired += retired
+        for channel in retired:
+            task = asyncio.get_running_loop().create_task(channel.close(RETIRE_GRACE_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        log.info("new client certificate for %s: new channels", self._security.service)
+
     async def close(self, grace: float | None = None) -> None:
-        channels, self._channels = list(self._channels.values()), {}
+        channels, self._channels = [*self._channels.values(), *self._retired], {}
+        self._retired = []
         for channel in channels:
             await channel.close(grace)
+
+
+S = TypeVar("S")
+
+
+class Stubs(Generic[S]):
+    """A stub for `target`'s channel, for a client that calls it all along:
+    calling it gives the stub of the channel `Channels.get` gives now, made
+    again only when that is a new channel (after a certificate rotation)."""
+
+    def __init__(
+        self,
+        channels: Channels,
+        target: str,
+        service: str | None,
+        make: Callable[[grpc.aio.Channel], S],
+    ) -> None:
+        self._channels = channels
+        self._target = target
+        self._service = service
+        self._make = make
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: S | None = None
+
+    def __call__(self) -> S:
+        channel = self._channels.get(self._target, self._service)
+        if self._stub is None or channel is not self._channel:
+            self._channel, self._stub = channel, self._make(channel)
+        return self._stub

@@ -411,3 +411,59 @@ async def test_given_a_certificate_the_gateway_s_public_listener_serves_tls(
     finally:
         await gateway.mesh.server.stop(None)
         await gateway.channels.close()
+
+
+async def test_channels_present_the_client_certificate_now_in_the_files(
+    mtls_catalog: MtlsCatalog, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rotation under a new CA, which the server takes up at once, a
+    channel made with the old client certificate is refused (the control);
+    Channels, once it has looked at the files again, makes channels that are not."""
+    import mesh.channels
+
+    port = mtls_catalog.port
+    request = catalog_pb2.GetProductRequest(id="prod-chemex")  # what orders may call
+
+    async def outcome(channel: grpc.aio.Channel) -> grpc.StatusCode:
+        stub: Any = catalog_pb2_grpc.CatalogServiceStub(channel)
+        try:
+            await stub.GetProduct(request, timeout=TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+    monkeypatch.setattr(mesh.channels, "RENEW_CHECK_S", 3600.0)
+    channels = Channels(security=certs.security("orders"))
+    try:
+        first = channels.get(f"127.0.0.1:{port}", "catalog")
+        assert await outcome(first) == grpc.StatusCode.OK
+        for name in ("ca.pem", "ca.key"):
+            (certs.directory / name).unlink()
+        ensure(certs.directory)  # a new CA, and every certificate issued again under it
+
+        stale = channels.get(f"localhost:{port}", "catalog")  # not looked yet: old certificate
+        assert await outcome(stale) == grpc.StatusCode.UNAVAILABLE
+
+        monkeypatch.setattr(mesh.channels, "RENEW_CHECK_S", 0.0)
+        renewed = channels.get(f"localhost:{port}", "catalog")
+        assert renewed is not stale
+        assert channels.get(f"127.0.0.1:{port}", "catalog") is not first
+        assert await outcome(renewed) == grpc.StatusCode.OK
+    finally:
+        await channels.close()
+
+
+async def test_a_half_rotated_client_pair_keeps_the_current_channels(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mesh.channels
+
+    monkeypatch.setattr(mesh.channels, "RENEW_CHECK_S", 0.0)
+    channels = Channels(security=certs.security("orders"))
+    try:
+        first = channels.get("127.0.0.1:1", "catalog")
+        fresh = issue(load(certs.directory, "ca"), "orders")
+        key_path(certs.directory, "orders").write_bytes(fresh.key_pem())  # not its certificate
+        assert channels.get("127.0.0.1:1", "catalog") is first
+    finally:
+        await channels.close()

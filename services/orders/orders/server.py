@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import grpc
 from opentelemetry import trace
 
-from mesh.channels import Channels
+from mesh.channels import Channels, Stubs
 from mesh.interceptors import ServerInterceptor
 from mesh.paging import PageTokens
 from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
@@ -32,7 +32,10 @@ from orders.saga import Saga, SagaPolicy
 from orders.servicer import OrdersServicer
 from orders.store import SqliteOrderStore
 from orders.upstreams import GrpcCatalog, GrpcInventory, GrpcPayments
+from shop.catalog.v1.catalog_pb2_grpc import CatalogServiceStub as CatalogStub
+from shop.inventory.v1.inventory_pb2_grpc import InventoryServiceStub as InventoryStub
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1.payments_pb2_grpc import PaymentsServiceStub as PaymentsStub
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +102,17 @@ async def create_server(
     relay = OutboxRelay(config.nats_url, store, tracer_provider=tracer_provider)
     saga = Saga(
         store,
-        GrpcInventory(channels.get(config.inventory_target, "inventory"), timeout),
-        GrpcPayments(channels.get(config.payments_target, "payments"), timeout),
+        GrpcInventory(
+            Stubs(channels, config.inventory_target, "inventory", InventoryStub), timeout
+        ),
+        GrpcPayments(Stubs(channels, config.payments_target, "payments", PaymentsStub), timeout),
         clock=utcnow,
         policy=SagaPolicy(retry_budget_s=config.step_retry_s, pause_after=config.pause_after),
         on_finished=relay.wake,
     )
     orders = Orders(
         store,
-        GrpcCatalog(channels.get(config.catalog_target, "catalog"), timeout),
+        GrpcCatalog(Stubs(channels, config.catalog_target, "catalog", CatalogStub), timeout),
         saga,
         PageTokens(config.page_token_key),
         tracer_provider=tracer_provider,

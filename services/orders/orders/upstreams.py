@@ -1,7 +1,8 @@
 """The saga's ports over gRPC: catalog, inventory and payments clients.
 
-Each client uses the one shared channel of its upstream (`mesh.channels`)
-and puts a deadline on every call. It translates status codes into the
+Each client calls through the shared channel of its upstream, as
+`mesh.channels.Stubs` gives it at each call (a new one after a certificate
+rotation), and puts a deadline on every call. It translates status codes into the
 saga's vocabulary, in one place:
 
 - UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED -> `Unreachable`
@@ -16,7 +17,8 @@ saga's vocabulary, in one place:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -24,10 +26,15 @@ from orders.card import Card
 from orders.domain import Line, Money
 from orders.errors import ProductNotFound, Unreachable
 from orders.ports import PaymentOutcome, Refused
-from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from shop.catalog.v1 import catalog_pb2
 from shop.common.v1 import common_pb2
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-from shop.payments.v1 import payments_pb2, payments_pb2_grpc
+from shop.inventory.v1 import inventory_pb2
+from shop.payments.v1 import payments_pb2
+
+if TYPE_CHECKING:  # the async stub classes exist only in the type stubs
+    from shop.catalog.v1.catalog_pb2_grpc import CatalogServiceAsyncStub
+    from shop.inventory.v1.inventory_pb2_grpc import InventoryServiceAsyncStub
+    from shop.payments.v1.payments_pb2_grpc import PaymentsServiceAsyncStub
 
 TRANSIENT = frozenset(
     {
@@ -55,13 +62,13 @@ def _compensation_failure(service: str, error: grpc.aio.AioRpcError) -> Exceptio
 
 
 class GrpcCatalog:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
-        self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+    def __init__(self, stub: Callable[[], CatalogServiceAsyncStub], timeout_s: float) -> None:
+        self._stub = stub
         self._timeout_s = timeout_s
 
     async def _price(self, index: int, product_id: str) -> Money:
         try:
-            response = await self._stub.GetProduct(
+            response = await self._stub().GetProduct(
                 catalog_pb2.GetProductRequest(id=product_id), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as error:
@@ -78,8 +85,8 @@ class GrpcCatalog:
 
 
 class GrpcInventory:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
-        self._stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+    def __init__(self, stub: Callable[[], InventoryServiceAsyncStub], timeout_s: float) -> None:
+        self._stub = stub
         self._timeout_s = timeout_s
 
     async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
@@ -91,7 +98,7 @@ class GrpcInventory:
             ],
         )
         try:
-            await self._stub.ReserveStock(request, timeout=self._timeout_s)
+            await self._stub().ReserveStock(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise Refused(f"out of stock: {error.details()}") from None
@@ -99,7 +106,7 @@ class GrpcInventory:
 
     async def commit(self, order_id: str) -> None:
         try:
-            await self._stub.CommitStock(
+            await self._stub().CommitStock(
                 inventory_pb2.CommitStockRequest(order_id=order_id), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as error:
@@ -107,7 +114,7 @@ class GrpcInventory:
 
     async def release(self, order_id: str) -> None:
         try:
-            await self._stub.ReleaseStock(
+            await self._stub().ReleaseStock(
                 inventory_pb2.ReleaseStockRequest(order_id=order_id), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as error:
@@ -124,8 +131,8 @@ def _outcome(payment: payments_pb2.Payment) -> PaymentOutcome:
 
 
 class GrpcPayments:
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
-        self._stub = payments_pb2_grpc.PaymentsServiceStub(channel)
+    def __init__(self, stub: Callable[[], PaymentsServiceAsyncStub], timeout_s: float) -> None:
+        self._stub = stub
         self._timeout_s = timeout_s
 
     async def charge(
@@ -146,14 +153,14 @@ class GrpcPayments:
             ),
         )
         try:
-            response = await self._stub.Charge(request, timeout=self._timeout_s)
+            response = await self._stub().Charge(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
         return _outcome(response.payment)
 
     async def resolve_charge(self, idempotency_key: str) -> PaymentOutcome | None:
         try:
-            response = await self._stub.ResolveCharge(
+            response = await self._stub().ResolveCharge(
                 payments_pb2.ResolveChargeRequest(idempotency_key=idempotency_key),
                 timeout=self._timeout_s,
             )
@@ -164,7 +171,7 @@ class GrpcPayments:
 
     async def refund(self, idempotency_key: str, payment_id: str, reason: str) -> None:
         try:
-            await self._stub.Refund(
+            await self._stub().Refund(
                 payments_pb2.RefundRequest(
                     idempotency_key=idempotency_key, payment_id=payment_id, reason=reason
                 ),
