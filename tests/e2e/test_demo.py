@@ -44,7 +44,8 @@ def load_demo() -> ModuleType:
 async def test_the_demo_story_ends_as_scripted(start_stack: StartStack) -> None:
     require_tool(JAEGER)
     fast = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
-    mesh = start_stack(SERVICES, env={name: fast for name in SERVICES[2:]})
+    # As `make demo` runs it: mTLS and the policy on behind the gateway.
+    mesh = start_stack(SERVICES, env={name: fast for name in SERVICES[2:]}, mtls=True)
     demo = load_demo()
     gateway = mesh["gateway"]
     addresses = demo.Addresses(
