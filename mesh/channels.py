@@ -26,8 +26,16 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from mesh.breaker import BreakerConfig
+from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.config import ConfigError, Env
-from mesh.tls import MeshSecurity, channel_credentials, channel_options, files_stamp
+from mesh.tls import (
+    MeshSecurity,
+    channel_credentials,
+    channel_options,
+    expected_service,
+    files_stamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +62,13 @@ class Channels:
         service_config: dict[str, Any] | None = None,
         options: Sequence[tuple[str, Any]] = (),
         security: MeshSecurity | None = None,
+        breaker: BreakerConfig | None = None,
     ) -> None:
         """`options` are extra gRPC channel arguments for every channel (message size limits).
+
+        `breaker` puts a circuit breaker of that configuration on each
+        upstream's channel, after `interceptors` (so a refused call still has
+        its client span); one per target, kept when the channel is replaced.
 
         `security` None reads it from the environment (MESH_MTLS and the rest, as
         `ServerConfig.from_env` does), so a service's upstream channels follow
@@ -78,6 +91,24 @@ class Channels:
             *options,
         ]
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._breaker = breaker
+        self._breakers: dict[str, BreakerInterceptor] = {}
+
+    def breaker(self, target: str) -> BreakerInterceptor | None:
+        """The circuit breaker of `target`'s channel, once it has one."""
+        return self._breakers.get(target)
+
+    def _interceptors_for(
+        self, target: str, service: str | None
+    ) -> list[grpc.aio.ClientInterceptor]:
+        if self._breaker is None:
+            return self._interceptors
+        breaker = self._breakers.get(target)
+        if breaker is None:
+            # Named by service, never by address: its message reaches clients.
+            name = expected_service(target, service) or "upstream"
+            breaker = self._breakers[target] = BreakerInterceptor(name, self._breaker)
+        return [*self._interceptors, *breaker.interceptors()]
 
     def get(self, target: str, service: str | None = None) -> grpc.aio.Channel:
         """The channel to `target`; with mTLS on, the server must prove it is
@@ -85,16 +116,17 @@ class Channels:
         self._renew_if_rotated()
         channel = self._channels.get(target)
         if channel is None:
+            interceptors = self._interceptors_for(target, service)
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(
-                    target, options=self._options, interceptors=self._interceptors
+                    target, options=self._options, interceptors=interceptors
                 )
             else:
                 channel = grpc.aio.secure_channel(
                     target,
                     self._credentials,
                     options=[*self._options, *channel_options(target, service)],
-                    interceptors=self._interceptors,
+                    interceptors=interceptors,
                 )
             self._channels[target] = channel
         return channel

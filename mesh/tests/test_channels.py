@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.breaker import BreakerConfig
 from mesh.channels import Channels
 from mesh.interceptors import FaultConfig
 from mesh.server import MeshServer, ServerConfig, build_server, start
+from mesh.tls import MeshSecurity
+
+PLAINTEXT = MeshSecurity(enabled=False)
 
 TIMEOUT = 10.0
 # Targets nothing listens on: creating a channel does not connect.
@@ -100,3 +105,43 @@ async def test_calls_reach_a_mesh_server(
         assert channel.get_state() == grpc.ChannelConnectivity.READY
     finally:
         await channels.close()
+
+
+@pytest.mark.parametrize(("service", "name"), [("catalog", "catalog"), (None, "upstream")])
+async def test_a_breaker_per_upstream_opens_on_failures_and_never_names_an_address(
+    service: str | None, name: str
+) -> None:
+    dead = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    channels = Channels(
+        security=PLAINTEXT, breaker=BreakerConfig(consecutive_failures=2, open_s=60.0)
+    )
+    try:
+        stub = health_pb2_grpc.HealthStub(channels.get(dead, service))
+        details = []
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            details.append(failed.value.details() or "")
+        assert not any("circuit breaker" in d for d in details[:2])  # the upstream's own
+        assert details[2].startswith(f"circuit breaker for {name} is open")
+        assert "127.0.0.1" not in details[2]
+        breaker = channels.breaker(dead)
+        assert breaker is not None
+        assert breaker.rejected == 1
+        # Control: without a breaker every call goes out and fails on its own.
+        plain = Channels(security=PLAINTEXT)
+        stub = health_pb2_grpc.HealthStub(plain.get(dead, service))
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+        assert "circuit breaker" not in (failed.value.details() or "")
+        assert plain.breaker(dead) is None
+        await plain.close()
+    finally:
+        await channels.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
