@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from gateway.cancellation import capture, capture_interceptors
 from gateway.config import GatewayConfig
 from gateway.contracts import Shape, contract_shapes
 from gateway.server import GatewayServer, create_server
@@ -148,3 +150,17 @@ async def test_server_span_carries_the_identity_and_parents_the_client_span(
     assert (server.attributes or {}).get("enduser.id") == "cus-key"
     traceparent = str(echo.calls(f"/{ECHO}/Unary")[-1].values("traceparent")[0])
     assert traceparent.split("-")[2] == f"{client.context.span_id:016x}"
+
+
+@pytest.mark.parametrize("shape", ["unary_unary", "stream_unary"])
+async def test_both_unary_response_shapes_are_captured_for_cancellation(
+    echo: EchoUpstream, shape: str
+) -> None:
+    """grpc.aio registers an interceptor object for one call shape only: each
+    shape the gateway must be able to cancel upstream has its own."""
+    method = f"/{ECHO}/{'Unary' if shape == 'unary_unary' else 'ClientStream'}"
+    async with grpc.aio.insecure_channel(echo.target, interceptors=capture_interceptors()) as ch:
+        captured = capture()
+        request: Any = b"x" if shape == "unary_unary" else iter([b"x"])
+        await getattr(ch, shape)(method, None, None)(request, timeout=TIMEOUT)
+    assert len(captured) == 1

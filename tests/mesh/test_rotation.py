@@ -10,7 +10,10 @@ while the files change. After the first 600 calls, `python -m mesh.certs
 again under the same CA. Every call must succeed; afterwards a new TLS
 connection to each service must show the certificate now in its file, where
 before the rotation it showed the old one (the control: the check tells the
-two apart).
+two apart). Clients take up their new certificates too (mesh.channels): once
+the channels they used before the rotation have been closed (after
+`RETIRE_GRACE_S`), calls through the gateway and a checkout, which crosses
+every hop orders makes, still succeed.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from cryptography import x509
 
 from localmode.topology import REPO_ROOT, LocalService
 from mesh.certs import cert_path, key_path
+from mesh.channels import RETIRE_GRACE_S
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.notifications.v1 import notifications_pb2, notifications_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 from tests.conftest import StartStack
+from tests.e2e.checkout_support import order_request
 from tests.mesh_clients import certs_dir
 from tests.mesh_clients import channel as mesh_channel
 
@@ -155,3 +160,17 @@ async def test_rotating_every_certificate_under_load_fails_no_call(
         now = certificate_file(shop[name])
         assert now.serial_number != before[name].serial_number, f"{name} was not rotated"
         assert served_certificate(shop[name]) == now, f"{name} still serves its old certificate"
+
+    await asyncio.sleep(RETIRE_GRACE_S + 2)  # the clients' old channels are closed by now
+    async with (
+        grpc.aio.insecure_channel(str(shop["gateway"].grpc_target)) as gateway,
+        mesh_channel(shop["orders"]) as orders,
+    ):
+        found = await catalog_pb2_grpc.CatalogServiceStub(gateway).GetProduct(
+            product, timeout=TIMEOUT_S
+        )
+        assert found.product.id == "prod-chemex"
+        placed = await orders_pb2_grpc.OrdersServiceStub(orders).PlaceOrder(
+            order_request("cus-rotation", [("prod-chemex", 1)]), timeout=TIMEOUT_S
+        )
+        assert placed.order.status == orders_pb2.ORDER_STATUS_CONFIRMED

@@ -4,7 +4,7 @@ OpenTelemetry's aio client interceptor awaits a whole unary-response call
 (unary and client streaming) inside the intercepted call's own task, and
 cancelling an intercepted call cancels only that task, not the RPC under it:
 without help, a client that gives up would leave the upstream working until
-its deadline, if it has one. `CaptureUpstreamCalls`, the innermost
+its deadline, if it has one. `capture_interceptors()`, the innermost
 interceptor on the gateway's channels, sees the RPC itself and hands it to
 the proxy's handler through a context variable (the interceptor's task
 copies the handler task's context when it is created), and the handler
@@ -12,17 +12,21 @@ cancels it along with the intercepted call.
 
 Streaming-response calls need none of this: the interceptor returns them
 at once, and cancelling the intercepted call reaches the RPC.
+
+grpc.aio files an interceptor object under the first call shape it
+implements only, so the two shapes have a class each: `capture_interceptors()`
+gives both.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Iterable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-__all__ = ["CaptureUpstreamCalls", "cancel", "capture"]
+__all__ = ["cancel", "capture", "capture_interceptors"]
 
 if TYPE_CHECKING:
     _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
@@ -48,9 +52,14 @@ def cancel(call: Any, captured: list[Any] | None) -> None:
         upstream.cancel()
 
 
-class CaptureUpstreamCalls(_UnaryUnary, _StreamUnary):
-    """Last in a channel's interceptors: records each unary-response RPC it starts."""
+def capture_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Last in a channel's interceptors: they record each unary-response RPC started."""
+    # grpc-stubs types client interceptors only partially: a cast, as for any.
+    shapes: list[object] = [_CaptureUnaryUnary(), _CaptureStreamUnary()]
+    return cast("list[grpc.aio.ClientInterceptor]", shapes)
 
+
+class _CaptureUnaryUnary(_UnaryUnary):
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
@@ -59,6 +68,8 @@ class CaptureUpstreamCalls(_UnaryUnary, _StreamUnary):
     ) -> Any:
         return _record(await continuation(client_call_details, request))
 
+
+class _CaptureStreamUnary(_StreamUnary):
     async def intercept_stream_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],

@@ -162,33 +162,43 @@ class _Forwarder:
         self,
         method: str,
         route: Route,
-        channel: grpc.aio.Channel,
+        channels: Channels,
         gate: Gate,
         access_log: AccessLog,
         intercepted: bool,
     ) -> None:
         self._method = method
         self._route = route
-        self._channel = channel
+        self._channels = channels
         self._gate = gate
         self._access_log = access_log
         self._intercepted = intercepted  # the channel has client interceptors (tracing)
-        self._call: Any = None  # the channel's multicallable of the handler's shape
+        self._shape = "stream_stream"  # which of the channel's multicallables to use
+        self._channel: grpc.aio.Channel | None = None
+        self._multicallable: Any = None
 
     def handler(self, shape: Shape | None) -> Handler:
         """The handler for `shape`, bidirectional streaming when the shape is unknown."""
-        method, channel = self._method, self._channel
         if shape == Shape(False, False):
-            self._call = channel.unary_unary(method, None, None)  # bytes as they are
+            self._shape = "unary_unary"
             return grpc.unary_unary_rpc_method_handler(self.single_response)
         if shape == Shape(False, True):
-            self._call = channel.unary_stream(method, None, None)  # bytes as they are
+            self._shape = "unary_stream"
             return grpc.unary_stream_rpc_method_handler(self.streamed_response)
         if shape == Shape(True, False):
-            self._call = channel.stream_unary(method, None, None)  # bytes as they are
+            self._shape = "stream_unary"
             return grpc.stream_unary_rpc_method_handler(self.single_response)
-        self._call = channel.stream_stream(method, None, None)  # bytes as they are
         return grpc.stream_stream_rpc_method_handler(self.streamed_response)
+
+    def _call(self, request: Request, **kwargs: Any) -> Any:
+        """Starts the upstream call on the route's channel as Channels gives it
+        now: a new one after a certificate rotation, whose old one closes."""
+        channel = self._channels.get(self._route.upstream, self._route.mesh_service)
+        if channel is not self._channel:
+            # bytes as they are: no serializers
+            self._multicallable = getattr(channel, self._shape)(self._method, None, None)
+            self._channel = channel
+        return self._multicallable(request, **kwargs)
 
     def _admit(
         self, request: Request, context: Context, record: CallRecord
@@ -287,7 +297,8 @@ class _Forwarder:
         raise AssertionError("abort returned")  # it always raises
 
     def _connected(self) -> bool:
-        return self._channel.get_state() is grpc.ChannelConnectivity.READY
+        channel = self._channel
+        return channel is not None and channel.get_state() is grpc.ChannelConnectivity.READY
 
     async def _refuse(self, context: Context, error: GatewayError, record: CallRecord) -> NoReturn:
         if isinstance(error, RateLimited):
@@ -329,7 +340,7 @@ class Proxy(GenericRpcHandler):
         intercepted: bool = False,
     ) -> None:
         """`intercepted`: the channels have client interceptors, the last of
-        them `CaptureUpstreamCalls` (see `gateway.cancellation`)."""
+        them `capture_interceptors` (see `gateway.cancellation`)."""
         self._intercepted = intercepted
         self._channels = channels
         self._gate = gate
@@ -361,8 +372,9 @@ class Proxy(GenericRpcHandler):
         return self._unrouted(method, service)
 
     def _forwarder(self, method: str, route: Route) -> _Forwarder:
-        channel = self._channels.get(route.upstream, route.mesh_service)
-        return _Forwarder(method, route, channel, self._gate, self._access_log, self._intercepted)
+        return _Forwarder(
+            method, route, self._channels, self._gate, self._access_log, self._intercepted
+        )
 
     def _unrouted(self, method: str, service: str) -> Handler:
         access_log = self._access_log

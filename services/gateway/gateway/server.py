@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import grpc
 
 from gateway.accesslog import AccessLog
 from gateway.auth import Authenticator
-from gateway.cancellation import CaptureUpstreamCalls
+from gateway.cancellation import capture_interceptors
 from gateway.config import GatewayConfig
 from gateway.contracts import contract_shapes
 from gateway.proxy import Gate, Proxy, ShapeLookup
@@ -58,7 +57,7 @@ async def create_server(
     upstream_interceptors = list(client_interceptors)
     if upstream_interceptors:
         # Innermost; grpc-stubs type client interceptors only partially.
-        upstream_interceptors.append(cast("grpc.aio.ClientInterceptor", CaptureUpstreamCalls()))
+        upstream_interceptors += capture_interceptors()
     channels = Channels(upstream_interceptors, options=limits)
     buckets = None
     if config.rate.enabled:
