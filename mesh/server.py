@@ -7,14 +7,21 @@ SIGINT and then shuts down in the order a load balancer needs:
 1. health turns NOT_SERVING, so probes and clients stop sending new work;
 2. after `drain_s`, the server stops accepting calls;
 3. calls in flight get `grace_s` to finish before they are cancelled.
+
+Past `max_concurrent_rpcs` calls in flight, `ConcurrencyLimit` sheds each new
+call at once with RESOURCE_EXHAUSTED (health and reflection excepted), so an
+overload ends in a clear status instead of a queue that grows until calls
+time out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +31,16 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.authz import Authorization
 from mesh.config import Env
-from mesh.interceptors import FaultConfig, FaultInjection, ServerInterceptor, UnexpectedErrors
+from mesh.interceptors import (
+    Continuation,
+    FaultConfig,
+    FaultInjection,
+    Handler,
+    ServerInterceptor,
+    UnexpectedErrors,
+    _wrap_every_shape,
+    is_infrastructure,
+)
 from mesh.tls import CertificateReloader, MeshSecurity, server_credentials
 
 log = logging.getLogger(__name__)
@@ -32,6 +48,22 @@ log = logging.getLogger(__name__)
 # The async health servicer's public name is `health.aio` (grpcio-health-checking
 # re-exports its private `_async` module there); grpc-stubs does not know it.
 HealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+# The same name and meaning in the Go and TypeScript services: calls one server
+# runs at once; 0 turns the limit off.
+MAX_CONCURRENT_RPCS_VARIABLE = "GRPC_MAX_CONCURRENT_RPCS"
+DEFAULT_MAX_CONCURRENT_RPCS = 1000
+
+# grpc.aio takes calls from gRPC core one at a time on its event loop. A burst
+# that arrives faster waits in core's queue of calls not yet taken, and past
+# `grpc.server.max_pending_requests` (default 1000; hard limit 3000) core drops
+# a growing share of them at random, before any interceptor sees them: their
+# clients get a bare CANCELLED (the "5-9% CANCELLED" of a 2,000-call burst).
+# With the limit on, each call taken is served or shed at once, so raising
+# that queue lets every call of a burst reach `ConcurrencyLimit` and end with
+# a clear status; the queue stays bounded, for floods far beyond any burst.
+_PENDING_CALLS_SOFT_LIMIT = 20_000
+_PENDING_CALLS_HARD_LIMIT = 40_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +79,8 @@ class ServerConfig:
     # long, so a client that resolves this service by DNS resolves it again
     # and spreads its calls over replicas added since it connected.
     max_connection_age_s: float = 0.0
+    # Calls in flight past which new ones are shed (`ConcurrencyLimit`); 0: no limit.
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     # mTLS and authorization (`mesh.tls`); off unless MESH_MTLS says on.
     security: MeshSecurity = field(default_factory=MeshSecurity)
 
@@ -58,8 +92,74 @@ class ServerConfig:
             drain_s=env.number("SHUTDOWN_DRAIN_SECONDS", 0.5, minimum=0.0),
             faults=FaultConfig.from_env(env),
             max_connection_age_s=env.number("GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0, minimum=0.0),
+            max_concurrent_rpcs=env.integer(
+                MAX_CONCURRENT_RPCS_VARIABLE, DEFAULT_MAX_CONCURRENT_RPCS, minimum=0
+            ),
             security=MeshSecurity.from_env(env),
         )
+
+
+class ConcurrencyLimit(ServerInterceptor):
+    """Sheds calls past `limit` in flight with RESOURCE_EXHAUSTED, at once.
+
+    Counts calls of all four shapes from the start of the handler to its end
+    (a server stream holds its place while it streams). Health and reflection
+    are neither counted nor shed: a probe must reach a busy server and hear
+    that it is up. grpc.aio's own `maximum_concurrent_rpcs` sheds health checks
+    too, and its message ("Concurrent RPC limit exceeded!") names no limit.
+    One event loop runs every handler, so the count needs no lock.
+    """
+
+    # A shed call is not logged each time (an overload would flood the log):
+    # one WARNING line at most this often, with the count since the last one.
+    LOG_INTERVAL_S = 10.0
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1:
+            raise ValueError(f"a concurrency limit is at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self.shed = 0  # calls refused since start
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._logged_shed = 0
+        self.message = (
+            f"server busy: {limit} calls in flight, the limit ({MAX_CONCURRENT_RPCS_VARIABLE})"
+        )
+
+    def _log_shed(self, method: str) -> None:
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self.LOG_INTERVAL_S:
+            return
+        log.warning(
+            "shedding calls past %s=%d in flight: %d shed since the last such line (latest %s)",
+            MAX_CONCURRENT_RPCS_VARIABLE,
+            self.limit,
+            self.shed - self._logged_shed,
+            method,
+        )
+        self._logged_at, self._logged_shed = now, self.shed
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, method: str, context: Any) -> AsyncIterator[None]:
+        if self.in_flight >= self.limit:
+            self.shed += 1
+            self._log_shed(method)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.message)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or is_infrastructure(method):
+            return handler
+        return _wrap_every_shape(handler, method, self._admitted)
 
 
 @dataclass
@@ -72,6 +172,8 @@ class MeshServer:
     port: int
     # Set when the port serves mTLS: reloads the certificate on each handshake.
     certificates: CertificateReloader | None = None
+    # Set when `max_concurrent_rpcs` is on: its counts of calls in flight and shed.
+    limit: ConcurrencyLimit | None = None
 
 
 def build_server(
@@ -94,10 +196,18 @@ def build_server(
     `public=True` (the gateway's listener, not a mesh hop) keeps it out of the
     mesh either way: unchecked, and plaintext unless `public_credentials`
     (TLS with the gateway's public certificate) are given.
+
+    With `config.max_concurrent_rpcs` on, `ConcurrencyLimit` comes right after
+    `interceptors`: a shed call still has its server span, and skips
+    authorization, faults and the servicer.
     """
     security = config.security
     secure = security.enabled and not public
     chain: list[ServerInterceptor] = [*interceptors]
+    limit = None
+    if config.max_concurrent_rpcs > 0:
+        limit = ConcurrencyLimit(config.max_concurrent_rpcs)
+        chain.append(limit)
     if secure:
         policy, service = security.policy, security.service
         if policy is None or service is None:
@@ -115,6 +225,11 @@ def build_server(
     if config.max_connection_age_s > 0:
         age_ms = max(1, round(config.max_connection_age_s * 1000))
         server_options.append(("grpc.max_connection_age_ms", age_ms))
+    if limit is not None:
+        server_options += [
+            ("grpc.server.max_pending_requests", _PENDING_CALLS_SOFT_LIMIT),
+            ("grpc.server.max_pending_requests_hard_limit", _PENDING_CALLS_HARD_LIMIT),
+        ]
     server = grpc.aio.server(interceptors=chain, options=[*server_options, *options])
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -139,6 +254,7 @@ def build_server(
         service_names=names,
         port=port,
         certificates=reloader,
+        limit=limit,
     )
 
 

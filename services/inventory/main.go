@@ -92,6 +92,7 @@ func run() int {
 	}()
 
 	opts.Faults = server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent}
+	opts.MaxConcurrentRPCs = cfg.MaxConcurrentRPCs
 	if tracing.Enabled() {
 		opts.StatsHandler = telemetry.ServerHandler(tracing.Provider())
 	}

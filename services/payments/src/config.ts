@@ -30,6 +30,12 @@ export interface ServerConfig {
   readonly drainSeconds: number;
   readonly graceSeconds: number;
   readonly faults: FaultConfig;
+  /**
+   * GRPC_MAX_CONCURRENT_RPCS: calls past this many in flight end at once with
+   * RESOURCE_EXHAUSTED (server.ts's ConcurrencyLimit); 0 is no limit. Omitted
+   * (a test's configuration), DEFAULT_MAX_CONCURRENT_RPCS.
+   */
+  readonly maxConcurrentRpcs?: number;
 }
 
 export interface PaymentsConfig {
@@ -44,6 +50,9 @@ export interface PaymentsConfig {
 }
 
 export const DEFAULT_LISTEN_ADDR = "0.0.0.0:50054";
+/** The same name, default and meaning in mesh/server.py and the inventory's config. */
+export const MAX_CONCURRENT_RPCS_VARIABLE = "GRPC_MAX_CONCURRENT_RPCS";
+export const DEFAULT_MAX_CONCURRENT_RPCS = 1000;
 const PAYMENTS_PROTO = path.join("shop", "payments", "v1", "payments.proto");
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -161,6 +170,7 @@ export function loadConfig(env: Env = process.env): PaymentsConfig {
         delayMs: integer(env, "FAULT_DELAY_MS", 0, 0),
         errorPercent: number(env, "FAULT_ERROR_PERCENT", 0, 0, 100),
       },
+      maxConcurrentRpcs: integer(env, MAX_CONCURRENT_RPCS_VARIABLE, DEFAULT_MAX_CONCURRENT_RPCS, 0),
     },
     dbPath: raw(env, "PAYMENTS_DB_PATH", "payments.db"),
     protoDir: protoDir(env, __dirname),

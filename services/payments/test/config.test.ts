@@ -15,6 +15,7 @@ test("defaults match the Python services' and the compose topology", () => {
     drainSeconds: 0.5,
     graceSeconds: 10,
     faults: { delayMs: 0, errorPercent: 0 },
+    maxConcurrentRpcs: 1000,
   });
   assert.equal(config.dbPath, "payments.db");
   assert.equal(config.logLevel, "INFO");

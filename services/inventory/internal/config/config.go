@@ -65,7 +65,15 @@ type Config struct {
 	// PolicyFile is MESH_POLICY_FILE (default mesh/policy.yaml), read at
 	// start when MTLS is on.
 	PolicyFile string
+
+	// MaxConcurrentRPCs is GRPC_MAX_CONCURRENT_RPCS: calls past this many in
+	// flight are shed with RESOURCE_EXHAUSTED; 0 is no limit.
+	MaxConcurrentRPCs int
 }
+
+// MaxConcurrentRPCsDefault is GRPC_MAX_CONCURRENT_RPCS when it is unset, as
+// in mesh/server.py and payments' config.ts.
+const MaxConcurrentRPCsDefault = 1000
 
 // Error is a missing or malformed variable; the message names it.
 type Error struct {
@@ -95,6 +103,8 @@ func FromEnv(lookup LookupFunc) (Config, error) {
 		CertsDir:        env.text("MESH_CERTS_DIR", ".run/certs"),
 		Service:         env.service("MESH_SERVICE_IDENTITY", Service),
 		PolicyFile:      env.text("MESH_POLICY_FILE", "mesh/policy.yaml"),
+		MaxConcurrentRPCs: env.integer("GRPC_MAX_CONCURRENT_RPCS",
+			strconv.Itoa(MaxConcurrentRPCsDefault), 0, math.MaxInt32),
 	}
 	if env.err == nil && cfg.MTLS {
 		// Here rather than at the first handshake: a deployment without

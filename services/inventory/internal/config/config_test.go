@@ -43,6 +43,8 @@ func TestDefaults(t *testing.T) {
 		CertsDir:   dir,
 		Service:    "inventory",
 		PolicyFile: "mesh/policy.yaml",
+
+		MaxConcurrentRPCs: MaxConcurrentRPCsDefault,
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -51,18 +53,19 @@ func TestDefaults(t *testing.T) {
 
 func TestValuesAreRead(t *testing.T) {
 	cfg, err := FromEnv(lookup(map[string]string{
-		"GRPC_LISTEN_ADDR":       " 127.0.0.1:0 ",
-		"INVENTORY_DB_PATH":      "/data/inventory.db",
-		"SHUTDOWN_DRAIN_SECONDS": "0",
-		"SHUTDOWN_GRACE_SECONDS": "2.5",
-		"FAULT_DELAY_MS":         "150",
-		"FAULT_ERROR_PERCENT":    "12.5",
-		"LOG_LEVEL":              "warning",
-		"OTEL_SDK_DISABLED":      "TRUE",
-		"MESH_MTLS":              "On",
-		"MESH_CERTS_DIR":         certsDir(t, "orders"),
-		"MESH_SERVICE_IDENTITY":  "spiffe://shop.local/orders",
-		"MESH_POLICY_FILE":       "/etc/shopmesh/policy.yaml",
+		"GRPC_LISTEN_ADDR":         " 127.0.0.1:0 ",
+		"INVENTORY_DB_PATH":        "/data/inventory.db",
+		"SHUTDOWN_DRAIN_SECONDS":   "0",
+		"SHUTDOWN_GRACE_SECONDS":   "2.5",
+		"FAULT_DELAY_MS":           "150",
+		"FAULT_ERROR_PERCENT":      "12.5",
+		"LOG_LEVEL":                "warning",
+		"OTEL_SDK_DISABLED":        "TRUE",
+		"MESH_MTLS":                "On",
+		"MESH_CERTS_DIR":           certsDir(t, "orders"),
+		"MESH_SERVICE_IDENTITY":    "spiffe://shop.local/orders",
+		"MESH_POLICY_FILE":         "/etc/shopmesh/policy.yaml",
+		"GRPC_MAX_CONCURRENT_RPCS": "50",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -80,6 +83,7 @@ func TestValuesAreRead(t *testing.T) {
 		CertsDir:          cfg.CertsDir,
 		Service:           "orders",
 		PolicyFile:        "/etc/shopmesh/policy.yaml",
+		MaxConcurrentRPCs: 50,
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -121,6 +125,10 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		{"MESH_SERVICE_IDENTITY", "Inventory"},
 		{"MESH_SERVICE_IDENTITY", "spiffe://other.domain/inventory"},
 		{"MESH_SERVICE_IDENTITY", "spiffe://shop.local/inventory/x"},
+		{"GRPC_MAX_CONCURRENT_RPCS", "-1"},
+		{"GRPC_MAX_CONCURRENT_RPCS", "many"},
+		{"GRPC_MAX_CONCURRENT_RPCS", "2.5"},
+		{"GRPC_MAX_CONCURRENT_RPCS", "99999999999"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
@@ -133,6 +141,16 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, c.name)
 			}
 		})
+	}
+}
+
+func TestConcurrencyLimitZeroIsOff(t *testing.T) {
+	cfg, err := FromEnv(lookup(map[string]string{"GRPC_MAX_CONCURRENT_RPCS": "0", "MESH_MTLS": "off"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxConcurrentRPCs != 0 {
+		t.Errorf("got %d, want 0 (no limit)", cfg.MaxConcurrentRPCs)
 	}
 }
 

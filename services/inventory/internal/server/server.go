@@ -1,7 +1,8 @@
 // Package server is the inventory's gRPC face: the servicer that maps
 // protobuf to the stock domain and domain errors to status codes, and the
-// server around it with health, reflection, tracing, panic recovery, fault
-// injection, optional transport credentials (mTLS) and a graceful shutdown.
+// server around it with health, reflection, tracing, a concurrency limit,
+// panic recovery, fault injection, optional transport credentials (mTLS) and
+// a graceful shutdown.
 package server
 
 import (
@@ -9,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,6 +41,10 @@ type Options struct {
 	StreamInterceptors []grpc.StreamServerInterceptor
 	// Credentials secure the listener (mTLS); nil serves plaintext.
 	Credentials credentials.TransportCredentials
+	// MaxConcurrentRPCs is GRPC_MAX_CONCURRENT_RPCS: calls past this many in
+	// flight end at once with RESOURCE_EXHAUSTED (health and reflection are
+	// never shed); 0 is no limit.
+	MaxConcurrentRPCs int
 }
 
 // Server is a gRPC server bound to its listener, not yet serving.
@@ -66,14 +70,24 @@ func Listen(addr string) (net.Listener, error) {
 
 // New builds the server on listener around the store. Health reports
 // NOT_SERVING until Serve runs.
+//
+// The concurrency limit runs first, before opts.Interceptors: a shed call
+// costs no authorization check, and still has its span (the stats handler
+// starts it before any interceptor).
 func New(listener net.Listener, store *stock.Store, opts Options) *Server {
-	unary := append(slices.Clone(opts.Interceptors), recoverUnary)
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if opts.MaxConcurrentRPCs > 0 {
+		limit := newLimiter(opts.MaxConcurrentRPCs)
+		unary, stream = append(unary, limit.unary), append(stream, limit.stream)
+	}
+	unary = append(append(unary, opts.Interceptors...), recoverUnary)
 	if opts.Faults.Enabled() {
 		slog.Warn("fault injection on",
 			"delay_ms", opts.Faults.Delay.Milliseconds(), "error_percent", opts.Faults.ErrorPercent)
 		unary = append(unary, opts.Faults.unary)
 	}
-	stream := append(slices.Clone(opts.StreamInterceptors), recoverStream)
+	stream = append(append(stream, opts.StreamInterceptors...), recoverStream)
 	serverOpts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
