@@ -1,12 +1,6 @@
-"""The mesh's identities: a demo certificate authority and one certificate per service.
-
-Each service's identity is a SPIFFE ID, `spiffe://shop.local/<service>`, carried
-as the one URI subject alternative name of its certificate; `identity_of` reads
-it back (the authorization code asks it who is calling). A service certificate
-also names `<service>` (its compose host name), `localhost` and 127.0.0.1 as
-DNS and IP SANs, so a client checks the server's name both in compose and in
-local mode, and it is good for both ends of a connection (serverAuth and
-clientAuth). Every key is ECDSA P-256.
+"""The mesh's identities on disk: the demo CA and one certificate per service
+(made by mesh.pki, whose names this module also gives), written, read back,
+and made when missing or due.
 
 Layout of the certificates folder (`MESH_CERTS_DIR`, by default `.run/certs`
 at the repository root: git-ignored, kept out of image build contexts, kept
@@ -39,10 +33,8 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
-import ipaddress
 import math
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,11 +43,25 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.config import ConfigError, Env
+from mesh.pki import (
+    CA_LIFETIME,
+    DEFAULT_LIFETIME,
+    SERVICES,
+    TRUST_DOMAIN,
+    CertificateError,
+    Issued,
+    checked_service,
+    create_ca,
+    identity_of,
+    issue,
+    service_of,
+    spiffe_id,
+    utcnow,
+)
 
 __all__ = [
     "CA_LIFETIME",
@@ -81,184 +87,10 @@ __all__ = [
     "write_issued",
 ]
 
-TRUST_DOMAIN = "shop.local"
-SERVICES = ("gateway", "catalog", "orders", "inventory", "payments", "notifications")
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / ".run" / "certs"
-DEFAULT_LIFETIME = dt.timedelta(days=1)
-CA_LIFETIME = dt.timedelta(days=365)
 CA_NAME = "ca"
-ORGANIZATION = "shopmesh demo"
 # A certificate is issued again once less than this share of its lifetime is left.
 RENEW_FRACTION = 0.25
-# Certificates start a little in the past so a peer whose clock is slightly
-# behind does not see them as not yet valid.
-BACKDATE = dt.timedelta(minutes=5)
-
-# A service name is a DNS label: it is a compose host name and a SPIFFE path.
-_SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class CertificateError(ValueError):
-    """A certificate lacks what the mesh needs (one SPIFFE ID of our trust domain)."""
-
-
-@dataclass(frozen=True)
-class Issued:
-    """A certificate and its private key."""
-
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
-
-    def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def key_pem(self) -> bytes:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-
-def spiffe_id(service: str) -> str:
-    """The identity of `service`: `spiffe://shop.local/<service>`."""
-    return f"spiffe://{TRUST_DOMAIN}/{_checked_service(service)}"
-
-
-def service_of(identity: str) -> str:
-    """The service an identity of this trust domain names (`catalog` for
-    `spiffe://shop.local/catalog`); `CertificateError` for any other."""
-    prefix = f"spiffe://{TRUST_DOMAIN}/"
-    name = identity.removeprefix(prefix)
-    if name == identity or not _SERVICE_NAME.match(name):
-        raise CertificateError(f"{identity!r} is not an identity of {TRUST_DOMAIN}")
-    return name
-
-
-def identity_of(cert: x509.Certificate | bytes | str) -> str:
-    """The SPIFFE ID in a certificate (an object, PEM or DER).
-
-    SPIFFE allows exactly one URI SAN in an X.509 SVID; a certificate with none,
-    with several, or with one outside our trust domain raises `CertificateError`.
-    It does not check the signature or the dates: the TLS handshake did that.
-    """
-    certificate = _as_certificate(cert)
-    try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        raise CertificateError("the certificate has no subject alternative names") from None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
-    if len(spiffe) != 1:
-        raise CertificateError(f"the certificate has {len(spiffe)} SPIFFE IDs, not one")
-    service_of(spiffe[0])  # raises for another trust domain or a malformed path
-    return spiffe[0]
-
-
-def create_ca(
-    *,
-    common_name: str = "shopmesh demo CA",
-    lifetime: dt.timedelta = CA_LIFETIME,
-    now: dt.datetime | None = None,
-) -> Issued:
-    """A self-signed CA that may sign service certificates but no other CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    start = (now or _now()) - BACKDATE
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + BACKDATE + lifetime)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return Issued(cert=cert, key=key)
-
-
-def issue(
-    ca: Issued,
-    service: str,
-    *,
-    lifetime: dt.timedelta = DEFAULT_LIFETIME,
-    not_before: dt.datetime | None = None,
-    not_after: dt.datetime | None = None,
-    now: dt.datetime | None = None,
-) -> Issued:
-    """A certificate for `service` signed by `ca`, valid for `lifetime` from now.
-
-    `not_before` and `not_after` override the dates (both may be in the past:
-    tests make expired certificates so). Otherwise the certificate ends no
-    later than the CA does.
-    """
-    _checked_service(service)
-    if lifetime <= dt.timedelta(0):
-        raise ValueError(f"a certificate's lifetime must be positive, got {lifetime}")
-    current = now or _now()
-    start = not_before if not_before is not None else current - BACKDATE
-    if not_after is not None:
-        end = not_after
-    else:
-        end = min(current + lifetime, ca.cert.not_valid_after_utc)
-    if end <= start:
-        raise ValueError(f"not_after ({end}) must be after not_before ({start})")
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-                    x509.NameAttribute(NameOID.COMMON_NAME, service),
-                ]
-            )
-        )
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.UniformResourceIdentifier(spiffe_id(service)),
-                    x509.DNSName(service),
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca.key, hashes.SHA256())
-    )
-    return Issued(cert=cert, key=key)
 
 
 # --- files -------------------------------------------------------------------
@@ -315,7 +147,7 @@ def write_bad_certificates(
     shop's CA that expired an hour ago (`expired-<service>.pem/.key`)."""
     rogue_ca = create_ca(common_name="rogue CA")
     rogue = issue(rogue_ca, service)
-    now = _now()
+    now = utcnow()
     expired = issue(
         ca, service, not_before=now - dt.timedelta(days=2), not_after=now - dt.timedelta(hours=1)
     )
@@ -367,8 +199,8 @@ def ensure(
     """
     owners = dict(owners or {})
     for service in owners:
-        _checked_service(service)
-    current = now or _now()
+        checked_service(service)
+    current = now or utcnow()
     outcomes: list[Outcome] = []
     with _locked(directory):
         ca, reason = _current(directory, CA_NAME, None, current)
@@ -424,39 +256,6 @@ def _current(
 
 
 # --- helpers -------------------------------------------------------------------
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _checked_service(service: str) -> str:
-    if not _SERVICE_NAME.match(service):
-        raise ValueError(f"{service!r} is not a service name (a lower-case DNS label)")
-    return service
-
-
-def _as_certificate(cert: x509.Certificate | bytes | str) -> x509.Certificate:
-    if isinstance(cert, x509.Certificate):
-        return cert
-    data = cert.encode() if isinstance(cert, str) else cert
-    if data.lstrip().startswith(b"-----BEGIN"):
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _make_dir(directory: Path) -> None:
