@@ -29,6 +29,7 @@ import grpc
 from mesh.breaker import BreakerConfig
 from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.config import ConfigError, Env
+from mesh.deadlines import DeadlinePropagation
 from mesh.tls import (
     MeshSecurity,
     channel_credentials,
@@ -63,10 +64,13 @@ class Channels:
         options: Sequence[tuple[str, Any]] = (),
         security: MeshSecurity | None = None,
         breaker: BreakerConfig | None = None,
+        deadlines: DeadlinePropagation | None = None,
     ) -> None:
         """`options` are extra gRPC channel arguments for every channel (message size limits).
 
-        `breaker` puts a circuit breaker of that configuration on each
+        `deadlines` bounds each call by what is left of the incoming call being
+        served (mesh.deadlines), after `interceptors`. `breaker` puts a circuit
+        breaker of that configuration on each
         upstream's channel, after `interceptors` (so a refused call still has
         its client span); one per target, kept when the channel is replaced.
 
@@ -93,6 +97,8 @@ class Channels:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._breaker = breaker
         self._breakers: dict[str, BreakerInterceptor] = {}
+        if deadlines is not None:
+            self._interceptors += deadlines.interceptors()
 
     def breaker(self, target: str) -> BreakerInterceptor | None:
         """The circuit breaker of `target`'s channel, once it has one."""

@@ -31,6 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.authz import Authorization
 from mesh.config import Env
+from mesh.deadlines import DeadlineScope
 from mesh.interceptors import (
     Continuation,
     FaultConfig,
@@ -203,7 +204,8 @@ def build_server(
     """
     security = config.security
     secure = security.enabled and not public
-    chain: list[ServerInterceptor] = [*interceptors]
+    # The call's deadline, for the clients that propagate it (mesh.deadlines).
+    chain: list[ServerInterceptor] = [*interceptors, DeadlineScope()]
     limit = None
     if config.max_concurrent_rpcs > 0:
         limit = ConcurrencyLimit(config.max_concurrent_rpcs)

@@ -32,6 +32,7 @@ unit tests instant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -42,6 +43,7 @@ from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
+from mesh.deadlines import incoming_deadline, remaining
 from mesh.events import trace_headers
 from orders.card import Card
 from orders.domain import Line, Order, Step
@@ -232,11 +234,13 @@ class Saga:
         return order_cancelled(order, order.update_time, headers)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` until it does not raise Unreachable, for the retry budget."""
         deadline = time.monotonic() + self._policy.retry_budget_s
         backoff = self._policy.first_backoff_s
         while True:
             try:
-                return await call()
+                with _while_the_client_waits():
+                    return await call()
             except Unreachable as error:
                 # Full jitter: replicas retrying together do not hit together.
                 pause = random.uniform(0, backoff)
@@ -245,3 +249,13 @@ class Saga:
                 log.info("%s; retrying in %.2fs", error, pause)
                 await self._sleep(pause)
                 backoff = min(backoff * 2, self._policy.max_backoff_s)
+
+
+def _while_the_client_waits() -> contextlib.AbstractContextManager[None]:
+    """A step's calls are bounded by the client's deadline while the client
+    waits (mesh.deadlines); once it has passed, the saga carries on by itself,
+    since an order must still end confirmed or compensated."""
+    left = remaining()
+    if left is not None and left <= 0:
+        return incoming_deadline(None)
+    return contextlib.nullcontext()

@@ -4,11 +4,18 @@
 // which (1) injects the configured faults, (2) maps each domain error to its
 // status code, and (3) turns anything else into INTERNAL "internal error",
 // logged with its stack, because grpc-js would otherwise send UNKNOWN with the
-// exception's message. Handlers always `return callback(...)`, exactly once.
+// exception's message. Every call is answered exactly once.
 //
 // OpenTelemetry's grpc-js instrumentation wraps these handlers from outside,
 // so the server span covers the injected delay and records the final status
 // code that the callback reports.
+//
+// A call whose deadline passes or whose caller cancels it stops at once (see
+// `unary`): the injected delay ends early, and no domain call starts after the
+// caller gave up, so a Charge nobody waits for any more is never made.
+
+import { performance } from "node:perf_hooks";
+import { setTimeout as delay } from "node:timers/promises";
 
 import * as grpc from "@grpc/grpc-js";
 
@@ -108,8 +115,30 @@ export interface ServiceOptions {
   readonly random?: () => number;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * grpc-js arms its deadline timer and computes `getDeadline()` from two
+ * readings of the clock, and a Node timer may fire a few milliseconds before
+ * Date.now() reaches its due time (libuv's cached loop time): a cancellation
+ * this close to the deadline is the deadline's.
+ */
+const DEADLINE_SLACK_MS = 25;
+
+/** Epoch milliseconds at which the call's deadline passes; Infinity without one. */
+function deadlineMs(deadline: grpc.Deadline): number {
+  return deadline instanceof Date ? deadline.getTime() : deadline;
+}
+
+/** Waits `ms`; false when `signal` ended the wait first. */
+async function waited(ms: number, signal: AbortSignal): Promise<boolean> {
+  try {
+    await delay(ms, undefined, { signal });
+    return true;
+  } catch (error) {
+    if (signal.aborted) {
+      return false;
+    }
+    throw error;
+  }
 }
 
 function unary<Request, Response>(
@@ -122,10 +151,17 @@ function unary<Request, Response>(
 
   type Outcome = { readonly error: grpc.ServerErrorResponse } | { readonly error: null; readonly response: Response };
 
-  async function outcome(request: Request): Promise<Outcome> {
+  /** The call's outcome, or null when it was cancelled before the domain call started. */
+  async function outcome(request: Request, signal: AbortSignal): Promise<Outcome | null> {
     try {
-      if (delayMs > 0) {
-        await sleep(delayMs);
+      if (delayMs > 0 && !(await waited(delayMs, signal))) {
+        return null;
+      }
+      // The last point at which stopping is free: past it, a charge may be
+      // made. One made while its caller leaves is kept under its idempotency
+      // key, where a retry or ResolveCharge finds it.
+      if (signal.aborted) {
+        return null;
       }
       if (errorPercent > 0 && random() * 100 < errorPercent) {
         return { error: statusError(grpc.status.UNAVAILABLE, `injected fault in ${method}`) };
@@ -137,15 +173,53 @@ function unary<Request, Response>(
   }
 
   return (call, callback) => {
+    const started = performance.now();
+    const controller = new AbortController();
+    let answered = false;
+    const answer: grpc.sendUnaryData<Response> = (...args) => {
+      if (!answered) {
+        answered = true;
+        callback(...args);
+      }
+    };
     log.debug("call started", { method });
+    // grpc-js emits 'cancelled' when the caller cancels, when the deadline
+    // passes (it has then sent DEADLINE_EXCEEDED itself), when a forced
+    // shutdown ends the call, and also after every status it sends, ours
+    // included: `answered` tells the last apart.
+    call.on("cancelled", () => {
+      if (answered) {
+        return;
+      }
+      const deadlinePassed = Date.now() + DEADLINE_SLACK_MS >= deadlineMs(call.getDeadline());
+      log.info("call cancelled", {
+        method,
+        after_ms: Math.round(performance.now() - started),
+        deadline_passed: deadlinePassed,
+      });
+      controller.abort();
+      // The call has ended: grpc-js drops this status and the caller keeps the
+      // one it has. Answering still ends the OpenTelemetry server span (only
+      // the callback ends a unary one) with the reason, and frees the call's
+      // place under the concurrency limit at once.
+      const code = deadlinePassed ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED;
+      answer(statusError(code, deadlinePassed ? "deadline exceeded" : "call cancelled"));
+    });
     // The callback is called outside the try above: were it to throw,
     // catching that and calling it a second time would be worse.
-    outcome(call.request)
+    outcome(call.request, controller.signal)
       .then((result) => {
-        if (result.error !== null) {
-          return callback(result.error);
+        if (result === null) {
+          return;
         }
-        return callback(null, result.response);
+        if (controller.signal.aborted) {
+          log.debug("call finished after it was cancelled", { method, failed: result.error !== null });
+          return;
+        }
+        if (result.error !== null) {
+          return answer(result.error);
+        }
+        return answer(null, result.response);
       })
       .catch((error: unknown) => log.error(`cannot send the response of ${method}`, error));
   };
