@@ -33,7 +33,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from mesh.identity import SUBJECT_HEADER
-from mesh.interceptors import Continuation, Handler, ServerInterceptor, _wrap_every_shape
+from mesh.interceptors import AroundEveryCall
 from mesh.policy import HEALTH_SERVICE, Policy
 from mesh.tls import peer_identity
 
@@ -65,7 +65,7 @@ def denial(
     return None
 
 
-class Authorization(ServerInterceptor):
+class Authorization(AroundEveryCall):
     """Refuses every call `policy` does not allow `service` to take from its caller."""
 
     def __init__(self, policy: Policy, service: str) -> None:
@@ -92,14 +92,6 @@ class Authorization(ServerInterceptor):
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
 
     @contextlib.asynccontextmanager
-    async def _checked(self, method: str, context: Any) -> AsyncIterator[None]:
+    async def around(self, method: str, context: Any) -> AsyncIterator[None]:
         await self.check(method, context)
         yield
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return _wrap_every_shape(handler, handler_call_details.method, self._checked)

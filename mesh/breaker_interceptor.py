@@ -13,8 +13,8 @@ import collections
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncIterable, Iterable
+from typing import Any, cast
 
 import grpc
 from opentelemetry import trace
@@ -27,26 +27,20 @@ from mesh.breaker import (
     Permit,
     is_failure,
 )
+from mesh.interceptors import (
+    ClientContinuation,
+    StreamStreamClient,
+    StreamUnaryClient,
+    UnaryStreamClient,
+    UnaryUnaryClient,
+)
 
 __all__ = ["BreakerInterceptor"]
 
 log = logging.getLogger("mesh.breaker")
 
-if TYPE_CHECKING:
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
-    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
-else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
-    _StreamStream = grpc.aio.StreamStreamClientInterceptor
 
-Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
-
-
-class BreakerInterceptor(_UnaryUnary):
+class BreakerInterceptor(UnaryUnaryClient):
     """A `CircuitBreaker` in front of one upstream channel.
 
     `name` names the upstream (`catalog`) in messages, logs and span events.
@@ -80,7 +74,7 @@ class BreakerInterceptor(_UnaryUnary):
 
     async def intercept_unary_unary(
         self,
-        continuation: Continuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
@@ -116,7 +110,7 @@ class BreakerInterceptor(_UnaryUnary):
         return cast("list[grpc.aio.ClientInterceptor]", shapes)
 
     async def _start_streaming(
-        self, continuation: Continuation, details: grpc.aio.ClientCallDetails, request: Any
+        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
         """Starts a call with a streaming side and returns it at once.
 
@@ -199,26 +193,26 @@ class BreakerInterceptor(_UnaryUnary):
         trace.get_current_span().add_event("circuit_breaker.state_change", attributes)
 
 
-class _UnaryStreamBreaker(_UnaryStream):
+class _UnaryStreamBreaker(UnaryStreamClient):
     def __init__(self, owner: BreakerInterceptor) -> None:
         self._owner = owner
 
     async def intercept_unary_stream(
         self,
-        continuation: Continuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         return await self._owner._start_streaming(continuation, client_call_details, request)
 
 
-class _StreamUnaryBreaker(_StreamUnary):
+class _StreamUnaryBreaker(StreamUnaryClient):
     def __init__(self, owner: BreakerInterceptor) -> None:
         self._owner = owner
 
     async def intercept_stream_unary(
         self,
-        continuation: Continuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[Any] | Iterable[Any],
     ) -> Any:
@@ -227,13 +221,13 @@ class _StreamUnaryBreaker(_StreamUnary):
         )
 
 
-class _StreamStreamBreaker(_StreamStream):
+class _StreamStreamBreaker(StreamStreamClient):
     def __init__(self, owner: BreakerInterceptor) -> None:
         self._owner = owner
 
     async def intercept_stream_stream(
         self,
-        continuation: Continuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[Any] | Iterable[Any],
     ) -> Any:

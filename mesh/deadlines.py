@@ -27,13 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 
-from mesh.interceptors import Continuation, Handler, ServerInterceptor, _wrap_every_shape
+from mesh.interceptors import (
+    AroundEveryCall,
+    ClientContinuation,
+    StreamStreamClient,
+    StreamUnaryClient,
+    UnaryStreamClient,
+    UnaryUnaryClient,
+)
 
 __all__ = [
     "DeadlinePropagation",
@@ -44,18 +51,6 @@ __all__ = [
     "remaining",
 ]
 
-if TYPE_CHECKING:
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
-    _StreamStream = grpc.aio.StreamStreamClientInterceptor[Any, Any]
-else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
-    _UnaryStream = grpc.aio.UnaryStreamClientInterceptor
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
-    _StreamStream = grpc.aio.StreamStreamClientInterceptor
-
-_ClientContinuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
 
 # The deadline (time.monotonic()) of the call being served, None without one.
 _deadline: ContextVar[float | None] = ContextVar("mesh_incoming_deadline", default=None)
@@ -104,23 +99,15 @@ def outgoing_timeout(
     return left if own is None else min(own, left)
 
 
-class DeadlineScope(ServerInterceptor):
+class DeadlineScope(AroundEveryCall):
     """Holds each call's deadline in the context while its handler runs (every RPC shape)."""
 
     @contextlib.asynccontextmanager
-    async def _scoped(self, method: str, context: Any) -> AsyncIterator[None]:
+    async def around(self, method: str, context: Any) -> AsyncIterator[None]:
         left: float | None = context.time_remaining()
         deadline = None if left is None else time.monotonic() + left
         with incoming_deadline(deadline):
             yield
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return _wrap_every_shape(handler, handler_call_details.method, self._scoped)
 
 
 def _method_name(method: str | bytes) -> str:
@@ -179,52 +166,52 @@ class DeadlinePropagation:
         return replaced
 
 
-class _BoundUnaryUnary(_UnaryUnary):
+class _BoundUnaryUnary(UnaryUnaryClient):
     def __init__(self, propagation: DeadlinePropagation) -> None:
         self._bounded = propagation.bounded
 
     async def intercept_unary_unary(
         self,
-        continuation: _ClientContinuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         return await continuation(self._bounded(client_call_details), request)
 
 
-class _BoundUnaryStream(_UnaryStream):
+class _BoundUnaryStream(UnaryStreamClient):
     def __init__(self, propagation: DeadlinePropagation) -> None:
         self._bounded = propagation.bounded
 
     async def intercept_unary_stream(
         self,
-        continuation: _ClientContinuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         return await continuation(self._bounded(client_call_details), request)
 
 
-class _BoundStreamUnary(_StreamUnary):
+class _BoundStreamUnary(StreamUnaryClient):
     def __init__(self, propagation: DeadlinePropagation) -> None:
         self._bounded = propagation.bounded
 
     async def intercept_stream_unary(
         self,
-        continuation: _ClientContinuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[Any] | Iterable[Any],
     ) -> Any:
         return await continuation(self._bounded(client_call_details), request_iterator)
 
 
-class _BoundStreamStream(_StreamStream):
+class _BoundStreamStream(StreamStreamClient):
     def __init__(self, propagation: DeadlinePropagation) -> None:
         self._bounded = propagation.bounded
 
     async def intercept_stream_stream(
         self,
-        continuation: _ClientContinuation,
+        continuation: ClientContinuation,
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: AsyncIterable[Any] | Iterable[Any],
     ) -> Any:

@@ -39,6 +39,22 @@ else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
     ServerInterceptor = grpc.aio.ServerInterceptor
     Handler = grpc.RpcMethodHandler
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+# Client interceptor bases, one per call shape. grpc.aio files an interceptor
+# object under the first shape it implements only, so a client interceptor
+# that must see every call is one class per shape (mesh.deadlines,
+# mesh.breaker_interceptor, the gateway's cancellation capture).
+if TYPE_CHECKING:
+    UnaryUnaryClient = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    UnaryStreamClient = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    StreamUnaryClient = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    StreamStreamClient = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
+    UnaryUnaryClient = grpc.aio.UnaryUnaryClientInterceptor
+    UnaryStreamClient = grpc.aio.UnaryStreamClientInterceptor
+    StreamUnaryClient = grpc.aio.StreamUnaryClientInterceptor
+    StreamStreamClient = grpc.aio.StreamStreamClientInterceptor
+ClientContinuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
+
 # Wraps a servicer method's body: (method, context) -> async context manager.
 Around = Callable[[str, Any], contextlib.AbstractAsyncContextManager[None]]
 
@@ -134,6 +150,26 @@ async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
     except Exception:
         log.exception("unhandled error in %s", method)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class AroundEveryCall(ServerInterceptor):
+    """Runs `around(method, context)`, an async context manager, around the
+    handler of every call of every RPC shape (`_wrap_every_shape`); with
+    `skip_infrastructure`, health and reflection calls run without it."""
+
+    skip_infrastructure = False
+
+    def around(self, method: str, context: Any) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or (self.skip_infrastructure and is_infrastructure(method)):
+            return handler
+        return _wrap_every_shape(handler, method, self.around)
 
 
 class UnexpectedErrors(ServerInterceptor):

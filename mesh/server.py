@@ -33,14 +33,11 @@ from mesh.authz import Authorization
 from mesh.config import Env
 from mesh.deadlines import DeadlineScope
 from mesh.interceptors import (
-    Continuation,
+    AroundEveryCall,
     FaultConfig,
     FaultInjection,
-    Handler,
     ServerInterceptor,
     UnexpectedErrors,
-    _wrap_every_shape,
-    is_infrastructure,
 )
 from mesh.tls import CertificateReloader, MeshSecurity, server_credentials
 
@@ -100,7 +97,7 @@ class ServerConfig:
         )
 
 
-class ConcurrencyLimit(ServerInterceptor):
+class ConcurrencyLimit(AroundEveryCall):
     """Sheds calls past `limit` in flight with RESOURCE_EXHAUSTED, at once.
 
     Counts calls of all four shapes from the start of the handler to its end
@@ -110,6 +107,8 @@ class ConcurrencyLimit(ServerInterceptor):
     too, and its message ("Concurrent RPC limit exceeded!") names no limit.
     One event loop runs every handler, so the count needs no lock.
     """
+
+    skip_infrastructure = True  # a probe must reach a busy server
 
     # A shed call is not logged each time (an overload would flood the log):
     # one WARNING line at most this often, with the count since the last one.
@@ -142,7 +141,7 @@ class ConcurrencyLimit(ServerInterceptor):
         self._logged_at, self._logged_shed = now, self.shed
 
     @contextlib.asynccontextmanager
-    async def _admitted(self, method: str, context: Any) -> AsyncIterator[None]:
+    async def around(self, method: str, context: Any) -> AsyncIterator[None]:
         if self.in_flight >= self.limit:
             self.shed += 1
             self._log_shed(method)
@@ -152,15 +151,6 @@ class ConcurrencyLimit(ServerInterceptor):
             yield
         finally:
             self.in_flight -= 1
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_infrastructure(method):
-            return handler
-        return _wrap_every_shape(handler, method, self._admitted)
 
 
 @dataclass

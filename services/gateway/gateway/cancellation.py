@@ -22,18 +22,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Iterable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import grpc
 
+from mesh.interceptors import StreamUnaryClient, UnaryUnaryClient
+
 __all__ = ["cancel", "capture", "capture_interceptors"]
 
-if TYPE_CHECKING:
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
-else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
-    _UnaryUnary = grpc.aio.UnaryUnaryClientInterceptor
-    _StreamUnary = grpc.aio.StreamUnaryClientInterceptor
 
 _captured: ContextVar[list[Any] | None] = ContextVar("gateway_upstream_calls", default=None)
 
@@ -59,7 +55,7 @@ def capture_interceptors() -> list[grpc.aio.ClientInterceptor]:
     return cast("list[grpc.aio.ClientInterceptor]", shapes)
 
 
-class _CaptureUnaryUnary(_UnaryUnary):
+class _CaptureUnaryUnary(UnaryUnaryClient):
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
@@ -69,7 +65,7 @@ class _CaptureUnaryUnary(_UnaryUnary):
         return _record(await continuation(client_call_details, request))
 
 
-class _CaptureStreamUnary(_StreamUnary):
+class _CaptureStreamUnary(StreamUnaryClient):
     async def intercept_stream_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
