@@ -27,20 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any
 
 import grpc
 
-from mesh.interceptors import (
-    AroundEveryCall,
-    ClientContinuation,
-    StreamStreamClient,
-    StreamUnaryClient,
-    UnaryStreamClient,
-    UnaryUnaryClient,
-)
+from mesh.interceptors import AroundEveryCall, rewriting_interceptors
 
 __all__ = [
     "DeadlinePropagation",
@@ -133,14 +126,7 @@ class DeadlinePropagation:
     def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """For a channel's `interceptors`: after tracing's, so that a call failed
         here still gets its client span."""
-        shapes: list[Any] = [
-            _BoundUnaryUnary(self),
-            _BoundUnaryStream(self),
-            _BoundStreamUnary(self),
-            _BoundStreamStream(self),
-        ]
-        # grpc-stubs declares ClientInterceptor as a placeholder nothing matches.
-        return cast("list[grpc.aio.ClientInterceptor]", shapes)
+        return rewriting_interceptors(self.bounded)
 
     def bounded(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         """`details` with the timeout the call gets; raises DEADLINE_EXCEEDED
@@ -164,55 +150,3 @@ class DeadlinePropagation:
         named: Any = details
         replaced: grpc.aio.ClientCallDetails = named._replace(timeout=timeout)
         return replaced
-
-
-class _BoundUnaryUnary(UnaryUnaryClient):
-    def __init__(self, propagation: DeadlinePropagation) -> None:
-        self._bounded = propagation.bounded
-
-    async def intercept_unary_unary(
-        self,
-        continuation: ClientContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await continuation(self._bounded(client_call_details), request)
-
-
-class _BoundUnaryStream(UnaryStreamClient):
-    def __init__(self, propagation: DeadlinePropagation) -> None:
-        self._bounded = propagation.bounded
-
-    async def intercept_unary_stream(
-        self,
-        continuation: ClientContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await continuation(self._bounded(client_call_details), request)
-
-
-class _BoundStreamUnary(StreamUnaryClient):
-    def __init__(self, propagation: DeadlinePropagation) -> None:
-        self._bounded = propagation.bounded
-
-    async def intercept_stream_unary(
-        self,
-        continuation: ClientContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: AsyncIterable[Any] | Iterable[Any],
-    ) -> Any:
-        return await continuation(self._bounded(client_call_details), request_iterator)
-
-
-class _BoundStreamStream(StreamStreamClient):
-    def __init__(self, propagation: DeadlinePropagation) -> None:
-        self._bounded = propagation.bounded
-
-    async def intercept_stream_stream(
-        self,
-        continuation: ClientContinuation,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: AsyncIterable[Any] | Iterable[Any],
-    ) -> Any:
-        return await continuation(self._bounded(client_call_details), request_iterator)

@@ -19,7 +19,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -54,6 +54,61 @@ else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
     StreamUnaryClient = grpc.aio.StreamUnaryClientInterceptor
     StreamStreamClient = grpc.aio.StreamStreamClientInterceptor
 ClientContinuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
+Rewrite = Callable[[grpc.aio.ClientCallDetails], grpc.aio.ClientCallDetails]
+
+
+def rewriting_interceptors(rewrite: Rewrite) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors, one per call shape, that start every call with the
+    details `rewrite` gives (which may raise an AioRpcError to fail it)."""
+    shapes: list[object] = [
+        _RewriteUnaryUnary(rewrite),
+        _RewriteUnaryStream(rewrite),
+        _RewriteStreamUnary(rewrite),
+        _RewriteStreamStream(rewrite),
+    ]
+    # grpc-stubs declares ClientInterceptor as a placeholder nothing matches.
+    return cast("list[grpc.aio.ClientInterceptor]", shapes)
+
+
+class _RewriteUnaryUnary(UnaryUnaryClient):
+    def __init__(self, rewrite: Rewrite) -> None:
+        self._rewrite = rewrite
+
+    async def intercept_unary_unary(
+        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._rewrite(details), request)
+
+
+class _RewriteUnaryStream(UnaryStreamClient):
+    def __init__(self, rewrite: Rewrite) -> None:
+        self._rewrite = rewrite
+
+    async def intercept_unary_stream(
+        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._rewrite(details), request)
+
+
+class _RewriteStreamUnary(StreamUnaryClient):
+    def __init__(self, rewrite: Rewrite) -> None:
+        self._rewrite = rewrite
+
+    async def intercept_stream_unary(
+        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(self._rewrite(details), requests)
+
+
+class _RewriteStreamStream(StreamStreamClient):
+    def __init__(self, rewrite: Rewrite) -> None:
+        self._rewrite = rewrite
+
+    async def intercept_stream_stream(
+        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(self._rewrite(details), requests)
+
 
 # Wraps a servicer method's body: (method, context) -> async context manager.
 Around = Callable[[str, Any], contextlib.AbstractAsyncContextManager[None]]
