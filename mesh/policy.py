@@ -45,7 +45,17 @@ from pathlib import Path
 
 import yaml
 
-from mesh.config import ConfigError, Env
+from mesh.config import Env
+from mesh.yamlschema import (
+    INT,
+    NodeChecker,
+    SchemaError,
+    child,
+    compose,
+    config_file,
+    kind,
+    read,
+)
 
 __all__ = [
     "DEFAULT_POLICY_FILE",
@@ -64,8 +74,6 @@ __all__ = [
 
 POLICY_FILE_VARIABLE = "MESH_POLICY_FILE"
 DEFAULT_POLICY_FILE = Path(__file__).resolve().with_name("policy.yaml")
-# mesh/policy.py -> the repository root (or the image's /app).
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 VERSION = 1
 # The shop's services, each one identity; the order is the one messages use.
@@ -85,30 +93,10 @@ _METHOD_PATTERN = re.compile(
 _METHOD_NAME = re.compile(_IDENT)
 # SPIFFE: lower-case letters, digits, dots, dashes and underscores; no empty label.
 _TRUST_DOMAIN = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_KINDS = {
-    _STR: "a string",
-    _INT: "an integer",
-    "tag:yaml.org,2002:float": "a number",
-    "tag:yaml.org,2002:bool": "a boolean",
-    "tag:yaml.org,2002:null": "null",
-}
 
 
-class PolicyError(ConfigError):
-    """The policy file is unreadable or breaks the schema.
-
-    The message is `<source>:<line>: <key>: <problem>`; the parts are kept as
-    attributes for tests and tools.
-    """
-
-    def __init__(self, source: str, line: int, key: str, problem: str) -> None:
-        super().__init__(f"{source}:{line}: {key}: {problem}")
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
+class PolicyError(SchemaError):
+    """The policy file is unreadable or breaks the schema (`<source>:<line>: <key>: <problem>`)."""
 
 
 @dataclass(frozen=True)
@@ -215,11 +203,7 @@ def _check_service(name: str) -> None:
 
 def policy_file(env: Env) -> Path:
     """The policy file MESH_POLICY_FILE names (relative to the repository root)."""
-    raw = env.optional(POLICY_FILE_VARIABLE)
-    if raw is None:
-        return DEFAULT_POLICY_FILE
-    path = Path(raw)
-    return path if path.is_absolute() else REPO_ROOT / path
+    return config_file(env, POLICY_FILE_VARIABLE, DEFAULT_POLICY_FILE)
 
 
 def load_policy_from_env(env: Env) -> Policy:
@@ -228,42 +212,19 @@ def load_policy_from_env(env: Env) -> Policy:
 
 def load_policy(path: Path | str) -> Policy:
     """Reads and checks the policy file at `path`; `PolicyError` names what is wrong."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        problem = getattr(error, "strerror", None) or str(error)
-        raise PolicyError(source, 0, "(file)", f"cannot read: {problem}") from None
-    return parse_policy(text, source)
+    return parse_policy(read(path, PolicyError), str(path))
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Checks a policy document given as text; `source` names it in errors."""
-    try:
-        # Nodes, not Python values: they keep each value's line and YAML type,
-        # and a duplicate key, which SafeLoader would let overwrite the first.
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        raise PolicyError(source, line, "(document)", f"not valid YAML: {error.problem}") from None
-    except yaml.YAMLError as error:
-        raise PolicyError(source, 0, "(document)", f"not valid YAML: {error}") from None
-    if root is None:
-        raise PolicyError(
-            source, 1, "(document)", "empty; expected version, trust_domain, services"
-        )
+    root = compose(text, source, PolicyError, "version, trust_domain, services")
     return _Checker(source).policy(root)
 
 
-class _Checker:
+class _Checker(NodeChecker):
     """Walks the composed document; every `fail` names the node's line and key."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, node: yaml.Node, key: str, problem: str) -> PolicyError:
-        return PolicyError(self.source, node.start_mark.line + 1, key, problem)
+    error = PolicyError
 
     def policy(self, root: yaml.Node) -> Policy:
         top = self.mapping(root, "(document)", _TOP_KEYS)
@@ -284,8 +245,8 @@ class _Checker:
         return Policy(trust_domain=trust_domain, rules=tuple(rules), source=self.source)
 
     def version(self, node: yaml.Node) -> None:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _INT:
-            raise self.fail(node, "version", f"must be the integer {VERSION}, got {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
+            raise self.fail(node, "version", f"must be the integer {VERSION}, got {kind(node)}")
         if node.value.strip() != str(VERSION):
             raise self.fail(
                 node, "version", f"unsupported version {node.value} (this reader knows {VERSION})"
@@ -361,7 +322,7 @@ class _Checker:
         for name, key_node, value in self.entries(node, key, allow_empty=True):
             if name not in allowed:
                 raise self.fail(
-                    key_node, _child(key, name), f"unknown key; expected {', '.join(allowed)}"
+                    key_node, child(key, name), f"unknown key; expected {', '.join(allowed)}"
                 )
             fields[name] = value
         missing = [name for name in allowed if name not in fields]
@@ -373,46 +334,20 @@ class _Checker:
         self, node: yaml.Node, key: str, *, allow_empty: bool = False
     ) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, key, f"must be a mapping, got {_kind(node)}")
+            raise self.fail(node, key, f"must be a mapping, got {kind(node)}")
         if not node.value and not allow_empty:
             raise self.fail(node, key, "must not be empty")
         seen: set[str] = set()
         for key_node, value in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 # Go's yaml.v3 merges `<<`, PyYAML's composer does not: allow neither.
-                raise self.fail(key_node, _child(key, "<<"), "merge keys are not allowed")
+                raise self.fail(key_node, child(key, "<<"), "merge keys are not allowed")
             name = self.text(key_node, f"{key} (a key)")
             if name in seen:
-                raise self.fail(key_node, _child(key, name), "duplicate key")
+                raise self.fail(key_node, child(key, name), "duplicate key")
             seen.add(name)
             yield name, key_node, value
-
-    def items(self, node: yaml.Node, key: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, key, f"must be a list, got {_kind(node)}")
-        if not node.value:
-            raise self.fail(node, key, "must not be an empty list")
-        return list(node.value)
-
-    def text(self, node: yaml.Node, key: str) -> str:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _STR or not node.value.strip():
-            raise self.fail(node, key, f"must be a non-empty string, got {_kind(node)}")
-        return str(node.value)
 
     @staticmethod
     def unknown(name: str, what: str) -> str:
         return f"unknown {what} {name!r}; expected one of {', '.join(SERVICES)}"
-
-
-def _child(key: str, name: str) -> str:
-    return name if key == "(document)" else f"{key}.{name}"
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR and not node.value.strip():
-        return "an empty string"
-    return _KINDS.get(node.tag, f"a {node.tag} value")

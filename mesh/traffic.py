@@ -44,14 +44,17 @@ channel its settings.
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf import descriptor_pool
+
 from mesh.breaker import BreakerConfig
 from mesh.channels import DEFAULT_SERVICE_CONFIG
-from mesh.config import ConfigError
 from mesh.deadlines import DeadlinePropagation
+from mesh.yamlschema import SchemaError
 
 __all__ = [
     "CONTRACTS",
@@ -60,6 +63,7 @@ __all__ = [
     "TrafficError",
     "TrafficPolicy",
     "UpstreamTraffic",
+    "contract_methods",
     "duration",
 ]
 
@@ -75,19 +79,20 @@ CONTRACTS: Mapping[str, str] = {
 }
 
 
-class TrafficError(ConfigError):
-    """The traffic file is unreadable or breaks the schema.
+def contract_methods(service: str) -> tuple[str, ...] | None:
+    """The method names of `service`'s contract, from the generated descriptors."""
+    grpc_service = CONTRACTS[service]
+    package = grpc_service.rpartition(".")[0]
+    try:
+        importlib.import_module(f"{package}.{service}_pb2")
+        descriptor = descriptor_pool.Default().FindServiceByName(grpc_service)
+    except (ModuleNotFoundError, KeyError):
+        return None
+    return tuple(method.name for method in descriptor.methods)
 
-    The message is `<source>:<line>: <key>: <problem>`; the parts are kept as
-    attributes for tests and tools.
-    """
 
-    def __init__(self, source: str, line: int, key: str, problem: str) -> None:
-        super().__init__(f"{source}:{line}: {key}: {problem}")
-        self.source = source
-        self.line = line
-        self.key = key
-        self.problem = problem
+class TrafficError(SchemaError):
+    """The traffic file is unreadable or breaks the schema (`<source>:<line>: <key>: <problem>`)."""
 
 
 @dataclass(frozen=True)

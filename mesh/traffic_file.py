@@ -13,7 +13,6 @@ path relative to the repository root (the image's /app), or absolute.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import Any
 
 import grpc
 import yaml
-from google.protobuf import descriptor_pool
 
 from mesh.breaker import BreakerConfig
 from mesh.config import ConfigError, Env
@@ -34,7 +32,18 @@ from mesh.traffic import (
     TrafficError,
     TrafficPolicy,
     UpstreamTraffic,
+    contract_methods,
     duration,
+)
+from mesh.yamlschema import (
+    FLOAT,
+    INT,
+    NodeChecker,
+    child,
+    compose,
+    config_file,
+    kind,
+    read,
 )
 
 __all__ = [
@@ -48,8 +57,6 @@ __all__ = [
 
 TRAFFIC_FILE_VARIABLE = "MESH_TRAFFIC_FILE"
 DEFAULT_TRAFFIC_FILE = Path(__file__).resolve().with_name("traffic.yaml")
-# mesh/traffic.py -> the repository root (or the image's /app).
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # gRPC retries at most 5 attempts (it clamps more), and needs 2 to retry at all.
 MIN_ATTEMPTS, MAX_ATTEMPTS = 2, 5
@@ -70,26 +77,12 @@ _RETRY_KEYS = (
 )
 _THROTTLING_KEYS = ("max_tokens", "token_ratio")
 _BREAKER_KEYS = tuple(f.name for f in dataclasses.fields(BreakerConfig))
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_FLOAT = "tag:yaml.org,2002:float"
-_KINDS = {
-    _STR: "a string",
-    _INT: "an integer",
-    _FLOAT: "a number",
-    "tag:yaml.org,2002:bool": "a boolean",
-    "tag:yaml.org,2002:null": "null",
-}
 _SCALARS = yaml.constructor.SafeConstructor()
 
 
 def traffic_file(env: Env) -> Path:
     """The traffic file MESH_TRAFFIC_FILE names (relative to the repository root)."""
-    raw = env.optional(TRAFFIC_FILE_VARIABLE)
-    if raw is None:
-        return DEFAULT_TRAFFIC_FILE
-    path = Path(raw)
-    return path if path.is_absolute() else REPO_ROOT / path
+    return config_file(env, TRAFFIC_FILE_VARIABLE, DEFAULT_TRAFFIC_FILE)
 
 
 def load_traffic_from_env(env: Env) -> TrafficPolicy:
@@ -98,29 +91,12 @@ def load_traffic_from_env(env: Env) -> TrafficPolicy:
 
 def load_traffic(path: Path | str) -> TrafficPolicy:
     """Reads and checks the traffic file at `path`; `TrafficError` names what is wrong."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        problem = getattr(error, "strerror", None) or str(error)
-        raise TrafficError(source, 0, "(file)", f"cannot read: {problem}") from None
-    return parse_traffic(text, source)
+    return parse_traffic(read(path, TrafficError), str(path))
 
 
 def parse_traffic(text: str, source: str = "<traffic>") -> TrafficPolicy:
     """Checks a traffic document given as text; `source` names it in errors."""
-    try:
-        # Nodes, not Python values: they keep each value's line and YAML type,
-        # and a duplicate key, which SafeLoader would let overwrite the first.
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        raise TrafficError(source, line, "(document)", f"not valid YAML: {error.problem}") from None
-    except yaml.YAMLError as error:
-        raise TrafficError(source, 0, "(document)", f"not valid YAML: {error}") from None
-    if root is None:
-        raise TrafficError(source, 1, "(document)", "empty; expected version, defaults, upstreams")
+    root = compose(text, source, TrafficError, "version, defaults, upstreams")
     return _Checker(source).traffic(root)
 
 
@@ -137,14 +113,10 @@ _Fields = dict[str, _Value]
 _Check = Callable[["_Checker", yaml.Node, str], Any]
 
 
-class _Checker:
+class _Checker(NodeChecker):
     """Walks the composed document; every `fail` names the node's line and key."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, node: yaml.Node, key: str, problem: str) -> TrafficError:
-        return TrafficError(self.source, node.start_mark.line + 1, key, problem)
+    error = TrafficError
 
     # The document.
 
@@ -170,8 +142,8 @@ class _Checker:
         return TrafficPolicy(upstreams=upstreams, source=self.source)
 
     def version(self, node: yaml.Node) -> None:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _INT:
-            raise self.fail(node, "version", f"must be the integer {VERSION}, got {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
+            raise self.fail(node, "version", f"must be the integer {VERSION}, got {kind(node)}")
         if node.value.strip() != str(VERSION):
             raise self.fail(
                 node, "version", f"unsupported version {node.value} (this reader knows {VERSION})"
@@ -258,14 +230,14 @@ class _Checker:
     # Values.
 
     def methods(self, node: yaml.Node, key: str, service: str | None) -> tuple[str, ...]:
-        items = self.items(node, key)
+        items = self.items(node, key, empty_ok=True)
         if service is None:
             if items:
                 raise self.fail(
                     node, key, "must be empty here: methods belong to one upstream's contract"
                 )
             return ()
-        known = _contract_methods(service)
+        known = contract_methods(service)
         if known is None:
             raise self.fail(
                 node,
@@ -290,7 +262,7 @@ class _Checker:
         return tuple(methods)
 
     def codes(self, node: yaml.Node, key: str) -> tuple[str, ...]:
-        items = self.items(node, key)
+        items = self.items(node, key, empty_ok=True)
         if not items:
             raise self.fail(node, key, "must not be an empty list (gRPC retries on these codes)")
         codes: list[str] = []
@@ -311,8 +283,8 @@ class _Checker:
         return tuple(codes)
 
     def integer(self, node: yaml.Node, key: str, low: int, high: int | None = None) -> int:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _INT:
-            raise self.fail(node, key, f"must be an integer, got {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
+            raise self.fail(node, key, f"must be an integer, got {kind(node)}")
         value = _SCALARS.construct_yaml_int(node)
         if value < low or (high is not None and value > high):
             span = f"at least {low}" if high is None else f"between {low} and {high}"
@@ -320,11 +292,11 @@ class _Checker:
         return value
 
     def number(self, node: yaml.Node, key: str) -> float:
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT, _FLOAT):
-            raise self.fail(node, key, f"must be a number, got {_kind(node)}")
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in (INT, FLOAT):
+            raise self.fail(node, key, f"must be a number, got {kind(node)}")
         value = float(
             _SCALARS.construct_yaml_int(node)
-            if node.tag == _INT
+            if node.tag == INT
             else _SCALARS.construct_yaml_float(node)
         )
         if not math.isfinite(value):
@@ -377,7 +349,7 @@ class _Checker:
         for name, key_node, value in self.entries(node, key):
             if name not in allowed:
                 raise self.fail(
-                    key_node, _child(key, name), f"unknown key; expected {', '.join(allowed)}"
+                    key_node, child(key, name), f"unknown key; expected {', '.join(allowed)}"
                 )
             fields[name] = value
         missing = [name for name in required if name not in fields]
@@ -387,27 +359,17 @@ class _Checker:
 
     def entries(self, node: yaml.Node, key: str) -> Iterator[tuple[str, yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, key, f"must be a mapping, got {_kind(node)}")
+            raise self.fail(node, key, f"must be a mapping, got {kind(node)}")
         seen: set[str] = set()
         for key_node, value in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 # Go's yaml.v3 merges `<<`, PyYAML's composer does not: allow neither.
-                raise self.fail(key_node, _child(key, "<<"), "merge keys are not allowed")
+                raise self.fail(key_node, child(key, "<<"), "merge keys are not allowed")
             name = self.text(key_node, f"{key} (a key)")
             if name in seen:
-                raise self.fail(key_node, _child(key, name), "duplicate key")
+                raise self.fail(key_node, child(key, name), "duplicate key")
             seen.add(name)
             yield name, key_node, value
-
-    def items(self, node: yaml.Node, key: str) -> list[yaml.Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, key, f"must be a list, got {_kind(node)}")
-        return list(node.value)
-
-    def text(self, node: yaml.Node, key: str) -> str:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != _STR or not node.value.strip():
-            raise self.fail(node, key, f"must be a non-empty string, got {_kind(node)}")
-        return str(node.value)
 
 
 _RETRY_CHECKS: dict[str, _Check] = {
@@ -430,29 +392,3 @@ _BREAKER_CHECKS: dict[str, _Check] = {
     "open_s": _Checker.positive,
     "half_open_probes": lambda c, n, k: c.integer(n, k, 1),
 }
-
-
-def _contract_methods(service: str) -> tuple[str, ...] | None:
-    """The method names of `service`'s contract, from the generated descriptors."""
-    grpc_service = CONTRACTS[service]
-    package = grpc_service.rpartition(".")[0]
-    try:
-        importlib.import_module(f"{package}.{service}_pb2")
-        descriptor = descriptor_pool.Default().FindServiceByName(grpc_service)
-    except (ModuleNotFoundError, KeyError):
-        return None
-    return tuple(method.name for method in descriptor.methods)
-
-
-def _child(key: str, name: str) -> str:
-    return name if key == "(document)" else f"{key}.{name}"
-
-
-def _kind(node: yaml.Node) -> str:
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR and not node.value.strip():
-        return "an empty string"
-    return _KINDS.get(node.tag, f"a {node.tag} value")

@@ -22,7 +22,6 @@ from mesh.policy import (
     DEFAULT_POLICY_FILE,
     HEALTH_SERVICE,
     REFLECTION_SERVICES,
-    REPO_ROOT,
     SERVICES,
     Policy,
     PolicyError,
@@ -31,6 +30,7 @@ from mesh.policy import (
     parse_policy,
     policy_file,
 )
+from mesh.yamlschema import REPO_ROOT
 
 CATALOG = "shop.catalog.v1.CatalogService"
 ORDERS = "shop.orders.v1.OrdersService"

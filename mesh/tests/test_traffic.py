@@ -29,12 +29,12 @@ from mesh.config import ConfigError, Env
 from mesh.traffic import CONTRACTS, RetryPolicy, TrafficError, TrafficPolicy
 from mesh.traffic_file import (
     DEFAULT_TRAFFIC_FILE,
-    REPO_ROOT,
     load_traffic,
     load_traffic_from_env,
     parse_traffic,
     traffic_file,
 )
+from mesh.yamlschema import REPO_ROOT
 
 TIMEOUT = 10.0
 CATALOG = "shop.catalog.v1.CatalogService"
