@@ -14,7 +14,7 @@ import { Authorization } from "../src/authz";
 import { configureLogging } from "../src/logging";
 import { parsePolicy } from "../src/policy-file";
 import { AuthorizedServer } from "../src/server";
-import { rejection } from "../testing/helpers";
+import { jsonMethod, rejection } from "../testing/helpers";
 import { type Certs, makeCerts, mtls, secureClient } from "../testing/mesh";
 
 const LIMIT = { timeout: 60_000 };
@@ -22,22 +22,8 @@ const SERVICE = "shop.payments.v1.ShapesService";
 
 configureLogging("ERROR", () => undefined);
 
-const json = {
-  serialize: (value: unknown): Buffer => Buffer.from(JSON.stringify(value)),
-  deserialize: (bytes: Buffer): unknown => JSON.parse(bytes.toString()),
-};
-
-function method(name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<unknown, unknown> {
-  return {
-    path: `/${SERVICE}/${name}`,
-    requestStream,
-    responseStream,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  };
-}
+const method = (name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<unknown, unknown> =>
+  jsonMethod(SERVICE, name, requestStream, responseStream);
 
 const SHAPES = {
   unary: method("Unary", false, false),

@@ -14,7 +14,7 @@ import { Payments, type PaymentsApi } from "../src/domain";
 import { configureLogging, type Logger } from "../src/logging";
 import { build, ConcurrencyLimit, GuardedServer, type PaymentsServer } from "../src/server";
 import { SqlitePaymentStore } from "../src/store";
-import { chargeInput, connect, rejection, tempDir, testConfig } from "../testing/helpers";
+import { chargeInput, connect, jsonMethod, rejection, tempDir, testConfig } from "../testing/helpers";
 
 // A test that goes wrong must fail, not hang.
 const LIMIT = { timeout: 30_000 };
@@ -24,22 +24,8 @@ const BUSY = (limit: number): string =>
 
 configureLogging("ERROR", () => undefined);
 
-const json = {
-  serialize: (value: unknown): Buffer => Buffer.from(JSON.stringify(value)),
-  deserialize: (bytes: Buffer): unknown => JSON.parse(bytes.toString()),
-};
-
-function method(name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<unknown, unknown> {
-  return {
-    path: `/${SERVICE}/${name}`,
-    requestStream,
-    responseStream,
-    requestSerialize: json.serialize,
-    requestDeserialize: json.deserialize,
-    responseSerialize: json.serialize,
-    responseDeserialize: json.deserialize,
-  };
-}
+const method = (name: string, requestStream: boolean, responseStream: boolean): grpc.MethodDefinition<unknown, unknown> =>
+  jsonMethod(SERVICE, name, requestStream, responseStream);
 
 const SHAPES = {
   hold: method("Hold", false, false),

@@ -101,3 +101,26 @@ export async function rejection(promise: Promise<unknown>): Promise<grpc.Service
   }
   throw new Error("expected the call to fail, it succeeded");
 }
+
+const json = {
+  serialize: (value: unknown): Buffer => Buffer.from(JSON.stringify(value)),
+  deserialize: (bytes: Buffer): unknown => JSON.parse(bytes.toString()),
+};
+
+/** A method of a test-only service whose messages are JSON: any shape, no generated code. */
+export function jsonMethod(
+  service: string,
+  name: string,
+  requestStream: boolean,
+  responseStream: boolean,
+): grpc.MethodDefinition<unknown, unknown> {
+  return {
+    path: `/${service}/${name}`,
+    requestStream,
+    responseStream,
+    requestSerialize: json.serialize,
+    requestDeserialize: json.deserialize,
+    responseSerialize: json.serialize,
+    responseDeserialize: json.deserialize,
+  };
+}
