@@ -1,10 +1,10 @@
 """The reader of mesh/traffic.yaml: YAML parsing and the schema check, whose
 errors name `file:line: key: problem` (mesh.traffic is the policy it gives).
 
-The YAML helpers are this module's own, not `mesh.policy`'s: those are private,
-raise `PolicyError`, require every key of a mapping and refuse empty lists,
-while this file has optional keys (an upstream overrides what it names) and
-empty method lists.
+What it shares with the authorization policy's reader (finding, reading and
+composing the file, the error, the basic node checks) is `mesh.yamlschema`;
+its own mapping checks differ, since an upstream overrides only the keys it
+names and a method list may be empty.
 
 MESH_TRAFFIC_FILE (default: this folder's `traffic.yaml`) names the file: a
 path relative to the repository root (the image's /app), or absolute.
