@@ -16,14 +16,11 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
-
 from bench.load import Endpoint, Sample, get_product, interleave
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import Topology
-from mesh.certs import cert_path, key_path
-from mesh.tls import CA_NAME, channel_options
+from mesh.tls import MeshSecurity, channel_credentials, channel_options
 
 __all__ = ["measure_mtls", "render_mtls", "start_catalogs"]
 
@@ -52,20 +49,13 @@ def start_catalogs(run_dir: Path) -> tuple[Stack, dict[str, Endpoint]]:
             endpoints[mode] = Endpoint(address)
             continue
         certs = Path(service.environment["MESH_CERTS_DIR"])  # made by local mode at start
+        caller = MeshSecurity(enabled=True, certs_dir=certs, service=CALLER)
         endpoints[mode] = Endpoint(
             address,
-            _credentials(certs),
+            channel_credentials(caller),
             tuple(channel_options(address, "catalog")),
         )
     return stack, endpoints
-
-
-def _credentials(certs: Path) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=cert_path(certs, CA_NAME).read_bytes(),
-        private_key=key_path(certs, CALLER).read_bytes(),
-        certificate_chain=cert_path(certs, CALLER).read_bytes(),
-    )
 
 
 async def measure_mtls(
