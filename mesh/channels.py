@@ -70,9 +70,9 @@ class Channels:
 
         `deadlines` bounds each call by what is left of the incoming call being
         served (mesh.deadlines), after `interceptors`. `breaker` puts a circuit
-        breaker of that configuration on each
-        upstream's channel, after `interceptors` (so a refused call still has
-        its client span); one per target, kept when the channel is replaced.
+        breaker of that configuration on each upstream's channel, after
+        `interceptors` (so a refused call still has its client span); one per
+        target, kept when the channel is replaced.
 
         `security` None reads it from the environment (MESH_MTLS and the rest, as
         `ServerConfig.from_env` does), so a service's upstream channels follow
