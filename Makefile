@@ -152,6 +152,15 @@ trace: ## Print the span tree of one trace from Jaeger: make trace ID=<trace-id>
 certs: $(VENV)/.synced ## Make the mesh's CA and service certificates that are missing or due: make certs [ROTATE=1]
 	$(PY) -m mesh.certs $(if $(filter 1 yes true,$(ROTATE)),--rotate)
 
+# Faults injected at run time (mesh/faultctl.py) into faults/faults.yaml,
+# which every service of `make up` and of compose reads again within a
+# second: make fault SERVICE=payments DELAY_MS=300; make fault
+# SERVICE=inventory ERROR_RATIO=0.3 [CODE=UNAVAILABLE] [METHOD=ReserveStock];
+# make fault CLEAR=1 [SERVICE=...]; make fault alone shows what is in force.
+.PHONY: fault
+fault: $(VENV)/.synced ## Inject or clear a fault at run time: make fault SERVICE=payments DELAY_MS=300 | ERROR_RATIO=0.3 | CLEAR=1
+	$(PY) -m mesh.faultctl $(if $(filter 1 yes true,$(CLEAR)),clear $(SERVICE) $(if $(METHOD),--method '$(METHOD)'),$(if $(SERVICE),set $(SERVICE) --delay-ms '$(or $(DELAY_MS),0)' --error-ratio '$(or $(ERROR_RATIO),0)' --code '$(or $(CODE),UNAVAILABLE)' --method '$(or $(METHOD),*)',show))
+
 # --- docker ------------------------------------------------------------------
 # compose.yaml reads its keys from a git-ignored .env; compose-env writes one
 # with random keys when there is none. compose-test builds the images and runs

@@ -13,7 +13,7 @@ import collections
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Collection, Iterable
 from typing import Any, cast
 
 import grpc
@@ -61,8 +61,17 @@ class BreakerInterceptor(UnaryUnaryClient):
     a refused call still gets a client span that carries its error.
     """
 
-    def __init__(self, name: str, config: BreakerConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig,
+        clock: Clock = time.monotonic,
+        bypass: Collection[str] = (),
+    ) -> None:
+        """`bypass`: method paths (`/pkg.Service/Method`) that go through
+        unguarded and uncounted, whatever the breaker's state."""
         self.name = name
+        self.bypass = frozenset(bypass)
         self.breaker = CircuitBreaker(config, clock, [self._on_change])
         self.transitions: collections.Counter[tuple[BreakerState, BreakerState]] = (
             collections.Counter()
@@ -78,6 +87,8 @@ class BreakerInterceptor(UnaryUnaryClient):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
+        if self._bypassed(client_call_details):
+            return await continuation(client_call_details, request)
         permit = self._admit()
         call = None
         try:
@@ -118,6 +129,8 @@ class BreakerInterceptor(UnaryUnaryClient):
         settled when the call is done, in a task that keeps the caller's
         context and therefore its current span.
         """
+        if self._bypassed(details):
+            return await continuation(details, request)
         permit = self._admit()
         try:
             call = await continuation(details, request)
@@ -141,6 +154,12 @@ class BreakerInterceptor(UnaryUnaryClient):
 
     async def _settle_when_done(self, permit: Permit, call: Any) -> None:
         self._settle(permit, await call.code())
+
+    def _bypassed(self, details: grpc.aio.ClientCallDetails) -> bool:
+        if not self.bypass:
+            return False
+        method: str | bytes = details.method  # bytes in grpc.aio, despite grpc-stubs
+        return (method.decode() if isinstance(method, bytes) else method) in self.bypass
 
     def _admit(self) -> Permit:
         permit = self.breaker.acquire()

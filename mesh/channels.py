@@ -13,6 +13,12 @@ expire), `get` looks at the files at most once a second and, when they
 changed, hands out new channels with the new certificate from then on,
 closing the old ones with a grace period for the calls they carry. Callers
 therefore ask `get` for the channel each time rather than keep one.
+
+Given the traffic policy (`mesh.traffic`), each upstream's channel gets that
+upstream's settings: its service config (round_robin, health checking,
+retries, retry throttling), its default deadline beneath the incoming
+call's (`mesh.deadlines`), and its circuit breaker. With metrics on
+(`mesh.metrics`), each channel's calls are counted per callee.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
 
+from mesh import metrics
 from mesh.breaker import BreakerConfig
 from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.config import ConfigError, Env
@@ -37,6 +44,7 @@ from mesh.tls import (
     expected_service,
     files_stamp,
 )
+from mesh.traffic import DEFAULT_SERVICE_CONFIG, TrafficPolicy, UpstreamTraffic
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +53,6 @@ log = logging.getLogger(__name__)
 RENEW_CHECK_S = 1.0
 RETIRE_GRACE_S = 30.0
 
-# round_robin spreads calls over every address a name resolves to (replicas
-# in DNS or a comma list), and client-side health checking skips replicas
-# that report NOT_SERVING, such as one that is draining.
-DEFAULT_SERVICE_CONFIG: dict[str, Any] = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "healthCheckConfig": {"serviceName": ""},
-}
-
 
 class Channels:
     """A registry of channels keyed by target, e.g. `dns:///inventory:50053`."""
@@ -60,13 +60,19 @@ class Channels:
     def __init__(
         self,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
-        service_config: dict[str, Any] | None = None,
+        service_config: Mapping[str, Any] | None = None,
         options: Sequence[tuple[str, Any]] = (),
         security: MeshSecurity | None = None,
         breaker: BreakerConfig | None = None,
         deadlines: DeadlinePropagation | None = None,
+        traffic: TrafficPolicy | None = None,
     ) -> None:
         """`options` are extra gRPC channel arguments for every channel (message size limits).
+
+        `traffic` gives the channel of each upstream it knows (a target whose
+        service is named, see `get`) that upstream's service config, default
+        deadline and breaker; `service_config`, `deadlines` and `breaker` are
+        for the other targets, or all of them without `traffic`.
 
         `deadlines` bounds each call by what is left of the incoming call being
         served (mesh.deadlines), after `interceptors`. `breaker` puts a circuit
@@ -88,33 +94,48 @@ class Channels:
         self._retired: list[grpc.aio.Channel] = []
         self._retiring: set[asyncio.Task[None]] = set()
         self._interceptors = list(interceptors)
-        config = DEFAULT_SERVICE_CONFIG if service_config is None else service_config
-        self._options = [
-            ("grpc.service_config", json.dumps(config)),
-            ("grpc.enable_retries", 1),
-            *options,
-        ]
+        self._service_config = DEFAULT_SERVICE_CONFIG if service_config is None else service_config
+        self._options = [("grpc.enable_retries", 1), *options]
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._traffic = traffic
         self._breaker = breaker
         self._breakers: dict[str, BreakerInterceptor] = {}
-        if deadlines is not None:
-            self._interceptors += deadlines.interceptors()
+        self._deadlines = [] if deadlines is None else deadlines.interceptors()
 
     def breaker(self, target: str) -> BreakerInterceptor | None:
         """The circuit breaker of `target`'s channel, once it has one."""
         return self._breakers.get(target)
 
-    def _interceptors_for(
+    def _upstream(self, target: str, service: str | None) -> UpstreamTraffic | None:
+        name = expected_service(target, service)
+        if self._traffic is None or name is None:
+            return None
+        return self._traffic.upstreams.get(name)
+
+    def _settings(
         self, target: str, service: str | None
-    ) -> list[grpc.aio.ClientInterceptor]:
-        if self._breaker is None:
-            return self._interceptors
-        breaker = self._breakers.get(target)
-        if breaker is None:
-            # Named by service, never by address: its message reaches clients.
-            name = expected_service(target, service) or "upstream"
-            breaker = self._breakers[target] = BreakerInterceptor(name, self._breaker)
-        return [*self._interceptors, *breaker.interceptors()]
+    ) -> tuple[Mapping[str, Any], list[grpc.aio.ClientInterceptor]]:
+        """The service config and interceptors of a new channel to `target`."""
+        upstream = self._upstream(target, service)
+        if upstream is None:
+            config, deadlines = self._service_config, self._deadlines
+            breaker_config, bypass = self._breaker, frozenset[str]()
+        else:
+            config, deadlines = upstream.service_config(), upstream.deadlines().interceptors()
+            breaker_config, bypass = upstream.breaker, upstream.bypassed_methods()
+        # Named by service, never by address: a breaker's message reaches clients.
+        name = expected_service(target, service) or "upstream"
+        # The metrics see every outcome, a breaker's refusal included (no-ops
+        # while the service exports no metrics).
+        interceptors = [*self._interceptors, *deadlines, *metrics.client_interceptors(name)]
+        if breaker_config is not None:
+            breaker = self._breakers.get(target)
+            if breaker is None:
+                breaker = BreakerInterceptor(name, breaker_config, bypass=bypass)
+                self._breakers[target] = breaker
+                metrics.watch_breaker(breaker)
+            interceptors += breaker.interceptors()
+        return config, interceptors
 
     def get(self, target: str, service: str | None = None) -> grpc.aio.Channel:
         """The channel to `target`; with mTLS on, the server must prove it is
@@ -122,16 +143,17 @@ class Channels:
         self._renew_if_rotated()
         channel = self._channels.get(target)
         if channel is None:
-            interceptors = self._interceptors_for(target, service)
+            config, interceptors = self._settings(target, service)
+            options = [*self._options, ("grpc.service_config", json.dumps(config))]
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(
-                    target, options=self._options, interceptors=interceptors
+                    target, options=options, interceptors=interceptors
                 )
             else:
                 channel = grpc.aio.secure_channel(
                     target,
                     self._credentials,
-                    options=[*self._options, *channel_options(target, service)],
+                    options=[*options, *channel_options(target, service)],
                     interceptors=interceptors,
                 )
             self._channels[target] = channel

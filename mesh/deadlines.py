@@ -126,11 +126,26 @@ class DeadlinePropagation:
     def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
         """For a channel's `interceptors`: after tracing's, so that a call failed
         here still gets its client span."""
-        return rewriting_interceptors(self.bounded)
+        # In `rewriting_interceptors`' order: unary-unary first, then the
+        # streaming shapes. A stream (a subscription such as
+        # StreamNotifications) lasts as long as its caller wants: the incoming
+        # call's deadline bounds it, the default timeout never does.
+        return [
+            *rewriting_interceptors(self.bounded)[:1],
+            *rewriting_interceptors(self._bounded_stream)[1:],
+        ]
+
+    def _bounded_stream(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        return self._bounded(details, None)
 
     def bounded(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         """`details` with the timeout the call gets; raises DEADLINE_EXCEEDED
         (an `AioRpcError`) when the incoming call's deadline has passed."""
+        return self._bounded(details, self._default)
+
+    def _bounded(
+        self, details: grpc.aio.ClientCallDetails, default: float | None
+    ) -> grpc.aio.ClientCallDetails:
         deadline = _deadline.get()
         now = time.monotonic()
         if deadline is not None and deadline <= now:
@@ -143,7 +158,7 @@ class DeadlinePropagation:
                 f"{method}: not called",
                 None,
             )
-        timeout = outgoing_timeout(details.timeout, deadline, self._default, now)
+        timeout = outgoing_timeout(details.timeout, deadline, default, now)
         if timeout == details.timeout:
             return details
         # grpc.aio's ClientCallDetails is a namedtuple; grpc-stubs declares a plain class.

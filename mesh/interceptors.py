@@ -3,8 +3,9 @@
 - `UnexpectedErrors` turns an exception that escaped a servicer into INTERNAL
   with a generic message (logged with its trace), so no client ever sees
   UNKNOWN or a stack trace.
-- `FaultInjection` delays or fails a share of calls, switched on per service
-  by environment, to show deadlines, retries and breakers at work in Jaeger.
+- `FaultInjection` delays or fails a share of calls, as the environment or
+  the fault file says (`mesh.faults`), to show deadlines, retries and
+  breakers at work in Jaeger.
 
 The health and reflection services are never touched: probes must tell the
 truth about the process, not about the injected faults.
@@ -18,12 +19,13 @@ import inspect
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
-from mesh.config import ConfigError, Env
+# FaultConfig is re-exported: services and tests import it from here.
+from mesh.faults import FaultConfig as FaultConfig
+from mesh.faults import FaultFile, Faults
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +163,7 @@ def _wrap(handler: Handler, method: str, around: Around) -> Handler:
     return handler
 
 
-def _wrap_every_shape(handler: Handler, method: str, around: Around) -> Handler:
+def wrap_every_shape(handler: Handler, method: str, around: Around) -> Handler:
     """`_wrap`, and client-streaming and bidirectional bodies run inside `around` too.
 
     `_wrap` leaves those two shapes alone, which suits error mapping and fault
@@ -209,7 +211,7 @@ async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
 
 class AroundEveryCall(ServerInterceptor):
     """Runs `around(method, context)`, an async context manager, around the
-    handler of every call of every RPC shape (`_wrap_every_shape`); with
+    handler of every call of every RPC shape (`wrap_every_shape`); with
     `skip_infrastructure`, health and reflection calls run without it."""
 
     skip_infrastructure = False
@@ -224,7 +226,7 @@ class AroundEveryCall(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or (self.skip_infrastructure and is_infrastructure(method)):
             return handler
-        return _wrap_every_shape(handler, method, self.around)
+        return wrap_every_shape(handler, method, self.around)
 
 
 class UnexpectedErrors(ServerInterceptor):
@@ -239,39 +241,17 @@ class UnexpectedErrors(ServerInterceptor):
         return _wrap(handler, handler_call_details.method, _internal_on_error)
 
 
-@dataclass(frozen=True)
-class FaultConfig:
-    """Faults to inject into this service's own RPCs; zero means off."""
-
-    delay_ms: int = 0
-    error_percent: float = 0.0
-
-    @classmethod
-    def from_env(cls, env: Env) -> FaultConfig:
-        percent = env.number("FAULT_ERROR_PERCENT", 0.0, minimum=0.0)
-        if percent > 100:
-            raise ConfigError(f"FAULT_ERROR_PERCENT must be at most 100, got {percent}")
-        return cls(delay_ms=env.integer("FAULT_DELAY_MS", 0, minimum=0), error_percent=percent)
-
-    @property
-    def enabled(self) -> bool:
-        return self.delay_ms > 0 or self.error_percent > 0
-
-
 class FaultInjection(ServerInterceptor):
-    """Delays every call by `delay_ms`, then fails `error_percent` % with UNAVAILABLE."""
+    """Delays or fails calls as `mesh.faults` rules say: the fault file's rule
+    for the method (when `file` is given), else the environment's `config`."""
 
-    def __init__(self, config: FaultConfig, rng: random.Random | None = None) -> None:
-        self._config = config
-        self._rng = rng or random.Random()
-
-    @contextlib.asynccontextmanager
-    async def _inject(self, method: str, context: Any) -> AsyncIterator[None]:
-        if self._config.delay_ms:
-            await asyncio.sleep(self._config.delay_ms / 1000)
-        if self._rng.uniform(0, 100) < self._config.error_percent:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"injected fault in {method}")
-        yield
+    def __init__(
+        self,
+        config: FaultConfig,
+        rng: random.Random | None = None,
+        file: FaultFile | None = None,
+    ) -> None:
+        self.faults = Faults(config, file, rng)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -280,4 +260,4 @@ class FaultInjection(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_infrastructure(method):
             return handler
-        return _wrap(handler, method, self._inject)
+        return _wrap(handler, method, self.faults.inject)

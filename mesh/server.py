@@ -12,6 +12,12 @@ Past `max_concurrent_rpcs` calls in flight, `ConcurrencyLimit` sheds each new
 call at once with RESOURCE_EXHAUSTED (health and reflection excepted), so an
 overload ends in a clear status instead of a queue that grows until calls
 time out.
+
+Run-time state beside the port: MESH_FAULTS_FILE, a fault file read again
+whenever it changes (`mesh.faults`), and MESH_METRICS_ADDRESS, an HTTP
+listener serving the server's RED metrics to Prometheus (`mesh.metrics`).
+Both need the service's name, which is MESH_SERVICE_IDENTITY, else
+OTEL_SERVICE_NAME, else what the service passes to `build_server`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,8 +37,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.authz import Authorization
-from mesh.config import Env
+from mesh.certs import CertificateError, service_of
+from mesh.config import ConfigError, Env
 from mesh.deadlines import DeadlineScope
+from mesh.faults import FAULTS_FILE_VARIABLE, FaultFile
 from mesh.interceptors import (
     AroundEveryCall,
     FaultConfig,
@@ -39,7 +48,9 @@ from mesh.interceptors import (
     ServerInterceptor,
     UnexpectedErrors,
 )
+from mesh.metrics import METRICS_ADDRESS_VARIABLE, MetricsEndpoint, serve_metrics
 from mesh.tls import CertificateReloader, MeshSecurity, server_credentials
+from mesh.yamlschema import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +92,17 @@ class ServerConfig:
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     # mTLS and authorization (`mesh.tls`); off unless MESH_MTLS says on.
     security: MeshSecurity = field(default_factory=MeshSecurity)
+    # The fault file (MESH_FAULTS_FILE), read again when it changes; None: none.
+    fault_file: Path | None = None
+    # `host:port` of the Prometheus metrics listener (MESH_METRICS_ADDRESS); None: off.
+    metrics_address: str | None = None
+    # This service's name, for its entries in the fault file and the metrics'
+    # service.name; None: the name the service gives `build_server`.
+    service: str | None = None
 
     @classmethod
     def from_env(cls, env: Env, default_addr: str) -> ServerConfig:
+        security = MeshSecurity.from_env(env)
         return cls(
             listen_addr=env.address("GRPC_LISTEN_ADDR", default_addr),
             grace_s=env.number("SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0),
@@ -93,8 +112,37 @@ class ServerConfig:
             max_concurrent_rpcs=env.integer(
                 MAX_CONCURRENT_RPCS_VARIABLE, DEFAULT_MAX_CONCURRENT_RPCS, minimum=0
             ),
-            security=MeshSecurity.from_env(env),
+            security=security,
+            fault_file=_fault_file(env),
+            metrics_address=(
+                env.address(METRICS_ADDRESS_VARIABLE)
+                if env.optional(METRICS_ADDRESS_VARIABLE)
+                else None
+            ),
+            service=security.service or _service_name(env),
         )
+
+
+def _fault_file(env: Env) -> Path | None:
+    """MESH_FAULTS_FILE, relative to the repository root as the mesh's other files."""
+    raw = env.optional(FAULTS_FILE_VARIABLE)
+    if raw is None:
+        return None
+    path = Path(raw)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def _service_name(env: Env) -> str | None:
+    """MESH_SERVICE_IDENTITY (a name or its SPIFFE ID), else OTEL_SERVICE_NAME."""
+    raw = env.optional("MESH_SERVICE_IDENTITY")
+    if raw is None:
+        return env.optional("OTEL_SERVICE_NAME")
+    if not raw.startswith("spiffe://"):
+        return raw
+    try:
+        return service_of(raw)
+    except CertificateError as error:
+        raise ConfigError(f"MESH_SERVICE_IDENTITY: {error}") from None
 
 
 class ConcurrencyLimit(AroundEveryCall):
@@ -165,6 +213,10 @@ class MeshServer:
     certificates: CertificateReloader | None = None
     # Set when `max_concurrent_rpcs` is on: its counts of calls in flight and shed.
     limit: ConcurrencyLimit | None = None
+    # Set when MESH_METRICS_ADDRESS is: the listener (its `port`) that `shut_down` stops.
+    metrics: MetricsEndpoint | None = None
+    # Set when MESH_FAULTS_FILE is.
+    fault_file: FaultFile | None = None
 
 
 def build_server(
@@ -175,6 +227,7 @@ def build_server(
     *,
     public: bool = False,
     public_credentials: grpc.ServerCredentials | None = None,
+    service: str | None = None,
 ) -> MeshServer:
     """Creates the server and binds its port; the caller adds its servicers.
 
@@ -191,11 +244,27 @@ def build_server(
     With `config.max_concurrent_rpcs` on, `ConcurrencyLimit` comes right after
     `interceptors`: a shed call still has its server span, and skips
     authorization, faults and the servicer.
+
+    `service` names the service (`catalog`) when neither MESH_SERVICE_IDENTITY
+    nor OTEL_SERVICE_NAME does (`config.service`). With
+    `config.metrics_address`, the metrics listener starts here and its
+    interceptor comes first, so a call's duration covers everything after it.
     """
     security = config.security
     secure = security.enabled and not public
+    name = config.service or security.service or service
+    fault_file = None
+    if config.fault_file is not None:
+        if name is None:
+            raise ConfigError(
+                f"{FAULTS_FILE_VARIABLE} needs this service's name: set OTEL_SERVICE_NAME "
+                "or MESH_SERVICE_IDENTITY"
+            )
+        fault_file = FaultFile(config.fault_file, name)
+    metrics = serve_metrics(config.metrics_address, name or "unknown_service")
+    first = [] if metrics is None else [metrics.metrics.server_interceptor()]
     # The call's deadline, for the clients that propagate it (mesh.deadlines).
-    chain: list[ServerInterceptor] = [*interceptors, DeadlineScope()]
+    chain: list[ServerInterceptor] = [*first, *interceptors, DeadlineScope()]
     limit = None
     if config.max_concurrent_rpcs > 0:
         limit = ConcurrencyLimit(config.max_concurrent_rpcs)
@@ -210,7 +279,8 @@ def build_server(
     chain.append(UnexpectedErrors())
     if config.faults.enabled:
         log.warning("fault injection on: %s", config.faults)
-        chain.append(FaultInjection(config.faults))
+    if config.faults.enabled or fault_file is not None:
+        chain.append(FaultInjection(config.faults, file=fault_file))
     # SO_REUSEPORT off: a second process on a busy port must fail to start,
     # not silently share the traffic with whatever holds the port.
     server_options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
@@ -239,6 +309,8 @@ def build_server(
         else:
             port = server.add_insecure_port(config.listen_addr)
     except RuntimeError as error:  # grpcio's way of saying the bind failed
+        if metrics is not None:
+            metrics.close()
         raise OSError(f"cannot listen on {config.listen_addr}: {error}") from None
     return MeshServer(
         server=server,
@@ -247,6 +319,8 @@ def build_server(
         port=port,
         certificates=reloader,
         limit=limit,
+        metrics=metrics,
+        fault_file=fault_file,
     )
 
 
@@ -268,6 +342,9 @@ async def shut_down(
     if config.drain_s:
         await asyncio.sleep(config.drain_s)
     await mesh.server.stop(config.grace_s)
+    if mesh.metrics is not None:
+        # Its HTTP server takes up to half a second to stop: not on the loop.
+        await asyncio.to_thread(mesh.metrics.close)
 
 
 async def serve(

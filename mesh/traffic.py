@@ -20,13 +20,16 @@ defaults:                        # complete; merged under each upstream
 upstreams:                       # any key of `defaults`, any part of a block
   catalog:
     retry: {methods: [GetProduct, ListProducts, SearchProducts]}
+  payments:
+    breaker: {bypass: [ResolveCharge]}   # neither refused nor counted
 ```
 
 - An upstream is one of the shop services with a contract (catalog, orders,
   inventory, payments, notifications); the gateway serves none of its own.
   An upstream the file does not list gets the defaults and retries nothing.
 - Only the methods in `retry.methods` are retried; each must exist in the
-  upstream's generated descriptors (`shop.<name>.v1.<name>_pb2`).
+  upstream's generated descriptors (`shop.<name>.v1.<name>_pb2`), as must
+  those of `breaker.bypass` (an upstream's only, like `retry.methods`).
 - The ranges are gRPC's: 2 to 5 attempts, backoffs and multiplier above 0,
   retryable codes named as in `grpc.StatusCode` (OK aside), throttling with
   1 to 1000 tokens and a token ratio of at least 0.001 with three decimals at
@@ -37,8 +40,8 @@ unknown service, method or status code, duplicate key or entry, bad YAML)
 raises `TrafficError`, whose message is `<file>:<line>: <key>: <problem>`; it
 is a `ConfigError`, so a service stops at start with that one line.
 
-Not wired into the services yet: the next slice gives each upstream's
-channel its settings.
+`mesh.channels.Channels(traffic=...)` gives each upstream's channel its
+settings: the service config, the default deadline and the breaker.
 """
 
 from __future__ import annotations
@@ -52,12 +55,12 @@ from typing import Any
 from google.protobuf import descriptor_pool
 
 from mesh.breaker import BreakerConfig
-from mesh.channels import DEFAULT_SERVICE_CONFIG
 from mesh.deadlines import DeadlinePropagation
 from mesh.yamlschema import SchemaError
 
 __all__ = [
     "CONTRACTS",
+    "DEFAULT_SERVICE_CONFIG",
     "RetryPolicy",
     "RetryThrottling",
     "TrafficError",
@@ -69,6 +72,15 @@ __all__ = [
 
 
 VERSION = 1
+
+# Every channel's service config, retries aside: round_robin spreads calls
+# over every address a name resolves to (replicas in DNS or an ipv4: list),
+# and client-side health checking skips replicas that report NOT_SERVING,
+# such as one that is draining.
+DEFAULT_SERVICE_CONFIG: dict[str, Any] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": ""},
+}
 # Upstream name -> the gRPC service it serves; the gateway only proxies these.
 CONTRACTS: Mapping[str, str] = {
     "catalog": "shop.catalog.v1.CatalogService",
@@ -126,6 +138,12 @@ class UpstreamTraffic:
     retry: RetryPolicy
     retry_throttling: RetryThrottling
     breaker: BreakerConfig
+    # Methods the breaker neither refuses nor counts (`breaker.bypass`).
+    breaker_bypass: tuple[str, ...] = ()
+
+    def bypassed_methods(self) -> frozenset[str]:
+        """`breaker_bypass` as gRPC method paths (`/shop.payments.v1.PaymentsService/Refund`)."""
+        return frozenset(f"/{self.grpc_service}/{method}" for method in self.breaker_bypass)
 
     def service_config(self) -> dict[str, Any]:
         """The gRPC service config (JSON-able) of this upstream's channel:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,19 +85,27 @@ def traffic_file(env: Env) -> Path:
     return config_file(env, TRAFFIC_FILE_VARIABLE, DEFAULT_TRAFFIC_FILE)
 
 
-def load_traffic_from_env(env: Env) -> TrafficPolicy:
-    return load_traffic(traffic_file(env))
+def load_traffic_from_env(env: Env, called: Collection[str] | None = None) -> TrafficPolicy:
+    return load_traffic(traffic_file(env), called)
 
 
-def load_traffic(path: Path | str) -> TrafficPolicy:
+def load_traffic(path: Path | str, called: Collection[str] | None = None) -> TrafficPolicy:
     """Reads and checks the traffic file at `path`; `TrafficError` names what is wrong."""
-    return parse_traffic(read(path, TrafficError), str(path))
+    return parse_traffic(read(path, TrafficError), str(path), called)
 
 
-def parse_traffic(text: str, source: str = "<traffic>") -> TrafficPolicy:
-    """Checks a traffic document given as text; `source` names it in errors."""
+def parse_traffic(
+    text: str, source: str = "<traffic>", called: Collection[str] | None = None
+) -> TrafficPolicy:
+    """Checks a traffic document given as text; `source` names it in errors.
+
+    Method names are checked against the contracts of the `called` upstreams
+    only (default: all), whose descriptors this imports: the gateway, which
+    must not hold the internal contracts (its reflection would show them),
+    names the upstreams it calls; the others' names are taken as written.
+    """
     root = compose(text, source, TrafficError, "version, defaults, upstreams")
-    return _Checker(source).traffic(root)
+    return _Checker(source, called).traffic(root)
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class _Checker(NodeChecker):
     """Walks the composed document; every `fail` names the node's line and key."""
 
     error = TrafficError
+
+    def __init__(self, source: str, called: Collection[str] | None = None) -> None:
+        super().__init__(source)
+        self.called = None if called is None else frozenset(called)
 
     # The document.
 
@@ -164,7 +176,7 @@ class _Checker(NodeChecker):
         blocks: tuple[tuple[str, tuple[str, ...], dict[str, _Check]], ...] = (
             ("retry", (*_RETRY_KEYS, "methods"), _RETRY_CHECKS),
             ("retry_throttling", _THROTTLING_KEYS, _THROTTLING_CHECKS),
-            ("breaker", _BREAKER_KEYS, _BREAKER_CHECKS),
+            ("breaker", (*_BREAKER_KEYS, "bypass"), _BREAKER_CHECKS),
         )
         for block, allowed, checks in blocks:
             if block not in fields:
@@ -174,7 +186,7 @@ class _Checker(NodeChecker):
             values = self.mapping(fields[block], where, allowed, required=required)
             for name, value in values.items():
                 field_key = f"{where}.{name}"
-                if name == "methods":
+                if name in ("methods", "bypass"):
                     checked: Any = self.methods(value, field_key, service)
                 else:
                     checked = checks[name](self, value, field_key)
@@ -189,6 +201,7 @@ class _Checker(NodeChecker):
 
         self.backoffs(merged)
         methods = merged.get("retry.methods")
+        bypass = merged.get("breaker.bypass")
         try:
             breaker = BreakerConfig(**{name: get(f"breaker.{name}") for name in _BREAKER_KEYS})
         except ConfigError as error:  # the checks above mirror BreakerConfig's: a safety net
@@ -211,6 +224,7 @@ class _Checker(NodeChecker):
                 token_ratio=get("retry_throttling.token_ratio"),
             ),
             breaker=breaker,
+            breaker_bypass=() if bypass is None else bypass.value,
         )
 
     def backoffs(self, fields: _Fields) -> None:
@@ -237,6 +251,8 @@ class _Checker(NodeChecker):
                     node, key, "must be empty here: methods belong to one upstream's contract"
                 )
             return ()
+        if self.called is not None and service not in self.called:
+            return tuple(self.text(item, f"{key}[{i}]") for i, item in enumerate(items))
         known = contract_methods(service)
         if known is None:
             raise self.fail(

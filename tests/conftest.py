@@ -46,7 +46,8 @@ def topology() -> Topology:
 @pytest.fixture
 def start_stack(topology: Topology, tmp_path: Path) -> Iterator[StartStack]:
     """Starts the named services on fresh ports; `env` adds variables per
-    service; `mtls` turns the mesh's mTLS and authorization on for all of them."""
+    service; `mtls` turns the mesh's mTLS and authorization on for all of them;
+    `replicas` runs that many processes of a service (default: compose.yaml's)."""
     stacks: list[Stack] = []
 
     def start(
@@ -54,16 +55,20 @@ def start_stack(topology: Topology, tmp_path: Path) -> Iterator[StartStack]:
         env: Mapping[str, Mapping[str, str]] | None = None,
         *,
         mtls: bool = False,
+        replicas: Mapping[str, int] | None = None,
     ) -> dict[str, LocalService]:
-        ports = {key: free_port() for key in topology.default_ports()}
+        """Keyed by process: a service, or each of its `replicas` (`catalog-2`...)."""
+        chosen = topology if replicas is None else Topology.load(replicas=replicas)
+        ports = {key: free_port() for key in chosen.default_ports()}
         run_dir = tmp_path / f"stack{len(stacks)}"
         services = []
         for name in names:
-            service = topology.resolve(name, ports, run_dir)
-            extra = {**(MTLS_ON if mtls else MTLS_OFF), **(env or {}).get(name, {})}
-            services.append(
-                dataclasses.replace(service, environment={**service.environment, **extra})
-            )
+            for replica in chosen.replicas.get(name, [name]):
+                service = chosen.resolve(replica, ports, run_dir)
+                extra = {**(MTLS_ON if mtls else MTLS_OFF), **(env or {}).get(name, {})}
+                services.append(
+                    dataclasses.replace(service, environment={**service.environment, **extra})
+                )
         stack = Stack(run_dir)
         stacks.append(stack)
         start_all(stack, services)

@@ -49,15 +49,19 @@ def tracing_disabled() -> bool:
     return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
 
 
-def build_resource(service_name: str, service_version: str) -> Resource:
+def build_resource(service_name: str, service_version: str | None = None) -> Resource:
     """The resource describing this process.
 
     ``Resource.create`` lets its arguments win over OTEL_SERVICE_NAME and
     OTEL_RESOURCE_ATTRIBUTES; we want the opposite (the passed values are only
     defaults, an operator's environment overrides them), so the environment
-    detector's result is merged last.
+    detector's result is merged last. The metrics endpoint (mesh.metrics)
+    knows the service's name but not its version.
     """
-    defaults = Resource.create({SERVICE_NAME: service_name, SERVICE_VERSION: service_version})
+    attributes = {SERVICE_NAME: service_name}
+    if service_version is not None:
+        attributes[SERVICE_VERSION] = service_version
+    defaults = Resource.create(attributes)
     return defaults.merge(OTELResourceDetector().detect())
 
 

@@ -171,3 +171,60 @@ def test_a_routes_file_set_for_make_up_reaches_the_gateway(
         stack.stop()
     # The default routes would answer UNAUTHENTICATED: orders needs a token there.
     assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+REPLICATED = {
+    "services": {
+        "catalog": {
+            "deploy": {"replicas": "${CATALOG_REPLICAS:-1}"},
+            "expose": ["50051"],
+            "environment": {"GRPC_LISTEN_ADDR": "0.0.0.0:50051"},
+            "x-local": {
+                "command": ["catalog"],
+                "environment": {"KEY": "${KEY:-{run_secret}}"},
+                "ready": "grpc://catalog:50051",
+            },
+        },
+        "orders": {
+            "expose": ["50052"],
+            "environment": {"CATALOG_TARGET": "catalog:50051"},
+            "x-local": {"command": ["orders"], "ready": "grpc://orders:50052"},
+        },
+    }
+}
+
+
+def test_replicas_get_their_own_ports_and_callers_a_list_of_them(tmp_path: Path) -> None:
+    topology = Topology(REPLICATED, environ={"CATALOG_REPLICAS": "3"})
+    assert topology.names == ["catalog", "catalog-2", "catalog-3", "orders"]
+    assert topology.service_of("catalog-3") == "catalog"
+    ports = topology.default_ports()
+    assert [ports[(name, 50051)] for name in topology.replicas["catalog"]] == [50051, 50151, 50251]
+    second = topology.resolve("catalog-2", ports, tmp_path)
+    assert second.environment["GRPC_LISTEN_ADDR"] == "127.0.0.1:50151"
+    assert second.ready == "grpc://127.0.0.1:50151"
+    orders = topology.resolve("orders", ports, tmp_path)
+    assert orders.environment["CATALOG_TARGET"] == (
+        "ipv4:127.0.0.1:50051,127.0.0.1:50151,127.0.0.1:50251"
+    )
+
+
+def test_replicas_share_the_run_secret_and_an_override_wins(tmp_path: Path) -> None:
+    topology = Topology(REPLICATED, replicas={"catalog": 2}, environ={})
+    ports = topology.default_ports()
+    first, second = (
+        topology.resolve(n, ports, tmp_path, environ={}) for n in ("catalog", "catalog-2")
+    )
+    assert len(first.environment["KEY"]) == 64
+    assert first.environment["KEY"] == second.environment["KEY"]
+    chosen = topology.resolve("catalog", ports, tmp_path, environ={"KEY": "ab" * 16})
+    assert chosen.environment["KEY"] == "ab" * 16
+    assert (
+        topology.resolve("catalog", ports, tmp_path / "other", environ={}).environment["KEY"]
+        != first.environment["KEY"]
+    )
+
+
+def test_a_bad_replica_count_names_the_service() -> None:
+    with pytest.raises(ValueError, match=r"catalog: deploy\.replicas must be a whole number"):
+        Topology(REPLICATED, environ={"CATALOG_REPLICAS": "two"})

@@ -411,6 +411,24 @@ async def test_open_breaker_fails_at_once_without_reaching_the_upstream(
     assert interceptor.rejected == 10
 
 
+async def test_a_bypassed_method_reaches_the_upstream_whatever_the_state_and_counts_not(
+    upstream: Upstream,
+) -> None:
+    config = BreakerConfig(consecutive_failures=3, min_calls=1000, open_s=5.0)
+    bypass = {f"/{SERVICE}/Missing"}
+    interceptor = BreakerInterceptor("payments", config, FakeClock(), bypass=bypass)
+    async with _client(upstream, interceptor) as channel:
+        call, missing = _unary(channel), _unary(channel, "Missing")
+        for _ in range(3):
+            await _status(call())
+        assert interceptor.breaker.state is OPEN
+        for _ in range(4):
+            assert (await _status(missing()))[0] == grpc.StatusCode.NOT_FOUND
+        assert (await _status(call()))[1].startswith("circuit breaker for payments is open")
+    assert upstream.calls == 3 + 4
+    assert interceptor.rejected == 1
+
+
 async def test_half_open_lets_exactly_the_probes_through_and_closes_on_recovery(
     upstream: Upstream,
 ) -> None:

@@ -154,6 +154,8 @@ def test_server_config_from_the_environment() -> None:
         ("FAULT_DELAY_MS", "-5"),
         ("FAULT_ERROR_PERCENT", "101"),
         ("FAULT_ERROR_PERCENT", "-1"),
+        ("MESH_METRICS_ADDRESS", "9464"),
+        ("MESH_SERVICE_IDENTITY", "spiffe://elsewhere/catalog"),
     ],
 )
 def test_server_config_errors_name_the_variable(name: str, raw: str) -> None:

@@ -24,9 +24,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
 from mesh.breaker import BreakerConfig
-from mesh.channels import DEFAULT_SERVICE_CONFIG
 from mesh.config import ConfigError, Env
-from mesh.traffic import CONTRACTS, RetryPolicy, TrafficError, TrafficPolicy
+from mesh.traffic import CONTRACTS, DEFAULT_SERVICE_CONFIG, RetryPolicy, TrafficError, TrafficPolicy
 from mesh.traffic_file import (
     DEFAULT_TRAFFIC_FILE,
     load_traffic,
@@ -225,6 +224,32 @@ def test_an_upstream_not_listed_gets_the_defaults_and_retries_nothing() -> None:
     config = inventory.service_config()
     assert "methodConfig" not in config
     assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+
+
+def test_the_breaker_bypass_is_an_upstreams_method_list() -> None:
+    policy = parse_traffic(BASE + "  payments:\n    breaker: {bypass: [ResolveCharge]}\n")
+    payments = policy.upstream("payments")
+    assert payments.breaker_bypass == ("ResolveCharge",)
+    assert payments.bypassed_methods() == {"/shop.payments.v1.PaymentsService/ResolveCharge"}
+    assert policy.upstream("catalog").bypassed_methods() == frozenset()
+    with pytest.raises(TrafficError, match="has no method 'Nope'"):
+        parse_traffic(BASE + "  payments:\n    breaker: {bypass: [Nope]}\n")
+
+
+def test_only_the_called_upstreams_methods_are_checked_against_their_contract() -> None:
+    # The gateway checks its own upstreams' names and imports no other contract.
+    document = BASE + "  payments:\n    retry: {methods: [Nope]}\n"
+    policy = parse_traffic(document, called={"catalog"})
+    assert policy.upstream("payments").retry.methods == ("Nope",)
+    with pytest.raises(TrafficError, match="has no method 'Nope'"):
+        parse_traffic(document, called={"catalog", "payments"})
+
+
+def test_the_shops_file_bypasses_the_breaker_only_where_an_answer_is_a_verdict(
+    shop: TrafficPolicy,
+) -> None:
+    bypassed = {name: u.breaker_bypass for name, u in shop.upstreams.items() if u.breaker_bypass}
+    assert bypassed == {"payments": ("ResolveCharge",), "orders": ("PlaceOrder",)}
 
 
 # Every kind of mistake names its line, key and problem.

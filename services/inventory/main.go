@@ -11,6 +11,10 @@
 // Exit status 2 is a configuration error, 1 any other failure to start; each
 // prints one line on stderr.
 //
+// With MESH_METRICS_ADDRESS set it serves the RED metrics of every call for
+// Prometheus at GET /metrics there; with MESH_FAULTS_FILE set it injects the
+// faults that file names, re-reading it while it runs.
+//
 // `inventory probe` is the healthcheck instead (probe.go): it checks the
 // health of the server that runs with the same environment.
 package main
@@ -53,7 +57,8 @@ func run() int {
 	}
 	slog.SetDefault(telemetry.NewLogger(os.Stderr, serviceName, cfg.LogLevel))
 	var opts server.Options
-	if err := secure(cfg, &opts); err != nil {
+	policy, err := secure(cfg, &opts)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "configuration error: %v\n", err)
 		return 2
 	}
@@ -74,6 +79,16 @@ func run() int {
 		}
 	}()
 
+	metrics, err := startMetrics(ctx, cfg, policy, &opts)
+	if err != nil {
+		return cannotStart(err)
+	}
+	defer func() {
+		if err := metrics.Shutdown(); err != nil {
+			slog.Warn("metrics shutdown incomplete", "error", err.Error())
+		}
+	}()
+
 	// Listen before opening the store: a second copy on a busy port fails
 	// on the port, not on waiting for the first copy's file lock.
 	listener, err := server.Listen(cfg.ListenAddr)
@@ -91,7 +106,8 @@ func run() int {
 		}
 	}()
 
-	opts.Faults = server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent}
+	opts.Faults = server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent,
+		File: cfg.FaultsFile, Service: cfg.Service}
 	opts.MaxConcurrentRPCs = cfg.MaxConcurrentRPCs
 	if tracing.Enabled() {
 		opts.StatsHandler = telemetry.ServerHandler(tracing.Provider())
@@ -115,26 +131,49 @@ func run() int {
 	return 0
 }
 
-// secure sets up mTLS and authorization in opts when cfg.MTLS says so; its
-// error is a configuration error (a bad policy, unusable certificates).
-func secure(cfg config.Config, opts *server.Options) error {
+// secure sets up mTLS and authorization in opts when cfg.MTLS says so, and
+// returns the policy (nil with mTLS off); its error is a configuration
+// error (a bad policy, unusable certificates).
+func secure(cfg config.Config, opts *server.Options) (*authz.Policy, error) {
 	if !cfg.MTLS {
-		return nil
+		return nil, nil
 	}
 	policy, err := authz.Load(cfg.PolicyFile)
 	if err != nil {
-		return err // file:line: key: problem
+		return nil, err // file:line: key: problem
 	}
 	reloader, err := meshtls.NewReloader(cfg.CertsDir, cfg.Service)
 	if err != nil {
-		return fmt.Errorf("MESH_MTLS is on but the certificate is unusable: %w", err)
+		return nil, fmt.Errorf("MESH_MTLS is on but the certificate is unusable: %w", err)
 	}
 	opts.Credentials = credentials.NewTLS(reloader.TLSConfig())
 	// The server's stats handler starts the span before any interceptor, so
 	// a denial is marked on the call's own server span.
 	opts.Interceptors = append(opts.Interceptors, authz.UnaryServerInterceptor(policy, cfg.Service))
 	opts.StreamInterceptors = append(opts.StreamInterceptors, authz.StreamServerInterceptor(policy, cfg.Service))
-	return nil
+	return policy, nil
+}
+
+// startMetrics serves the metrics when cfg.MetricsAddr is set and puts
+// their stats handler in opts; nil Metrics when metrics are off. Callers
+// are named by the identity the policy checks (none without mTLS).
+func startMetrics(ctx context.Context, cfg config.Config, policy *authz.Policy,
+	opts *server.Options) (*telemetry.Metrics, error) {
+	if cfg.MetricsAddr == "" {
+		return nil, nil
+	}
+	metrics, err := telemetry.StartMetrics(ctx, cfg.MetricsAddr, serviceName, serviceVersion)
+	if err != nil {
+		return nil, err
+	}
+	opts.Metrics, err = telemetry.ServerMetrics(metrics.Provider(),
+		func(ctx context.Context) string { return authz.Caller(ctx, policy) })
+	if err != nil {
+		_ = metrics.Shutdown()
+		return nil, err
+	}
+	slog.Info("metrics at http://"+metrics.Addr()+"/metrics", "metrics_address", metrics.Addr())
+	return metrics, nil
 }
 
 // logSecurity says how the server is secured, once it is about to serve.

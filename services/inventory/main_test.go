@@ -35,6 +35,32 @@ func TestConfigurationErrorExitsTwo(t *testing.T) {
 	}
 }
 
+func TestABadMetricsAddressIsAConfigurationError(t *testing.T) {
+	t.Setenv("MESH_METRICS_ADDRESS", "9463")
+	code, stderr := runWithStderr(t)
+	if code != 2 || stderr != "configuration error: MESH_METRICS_ADDRESS must be host:port, got \"9463\"\n" {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestABusyMetricsPortExitsOne(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	t.Setenv("MESH_METRICS_ADDRESS", busy.Addr().String())
+	t.Setenv("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+	t.Setenv("INVENTORY_DB_PATH", filepath.Join(t.TempDir(), "inventory.db"))
+	t.Setenv("OTEL_SDK_DISABLED", "true")
+	t.Setenv("MESH_MTLS", "off")
+	code, stderr := runWithStderr(t)
+	want := "cannot start: cannot listen on " + busy.Addr().String() + " (MESH_METRICS_ADDRESS): "
+	if code != 1 || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestBusyPortExitsOne(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -61,10 +61,33 @@ func serveSecured(t *testing.T) *secured {
 // serveWith builds the server as run does, from cfg, with a span recorder.
 func serveWith(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) string {
 	t.Helper()
+	addr, _ := serveWithMetrics(t, cfg, spans)
+	return addr
+}
+
+// serveWithMetrics is serveWith that also returns the address of the
+// metrics endpoint when cfg.MetricsAddr asks for one ("" otherwise).
+func serveWithMetrics(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) (string, string) {
+	t.Helper()
 	var opts server.Options
-	if err := secure(cfg, &opts); err != nil {
+	policy, err := secure(cfg, &opts)
+	if err != nil {
 		t.Fatal(err)
 	}
+	metrics, err := startMetrics(t.Context(), cfg, policy, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ""
+	if metrics != nil {
+		metricsAddr = metrics.Addr()
+	}
+	// Registered first, so it runs after the server has stopped.
+	t.Cleanup(func() {
+		if err := metrics.Shutdown(); err != nil {
+			t.Errorf("metrics shutdown: %v", err)
+		}
+	})
 	opts.StatsHandler = telemetry.ServerHandler(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
 	store, err := stock.Open(filepath.Join(t.TempDir(), "inventory.db"))
 	if err != nil {
@@ -84,7 +107,7 @@ func serveWith(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) s
 		}
 		_ = store.Close()
 	})
-	return listener.Addr().String()
+	return listener.Addr().String(), metricsAddr
 }
 
 // dial is a new connection presenting client (none when nil) and checking

@@ -41,6 +41,7 @@ from tests.contract.grpc_checks import (
     assert_serving,
     assert_sigterm_drains,
 )
+from tests.traffic_files import NO_BREAKER, traffic_file
 
 if TYPE_CHECKING:  # the async stub classes exist only in the type stubs
     from shop.catalog.v1.catalog_pb2_grpc import CatalogServiceAsyncStub
@@ -107,6 +108,12 @@ def mesh(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for name in STACK:
         service = topology.resolve(name, ports, run_dir)
         extra = {**NO_TRACING, **(ORDERS_ENV if name == "orders" else {})}
+        if name == "orders":
+            # Each test checks one answer of the contract: a breaker opened by
+            # one test's outage (the processor-down card) would refuse the
+            # next test's charge. tests/resilience tests the breakers.
+            traffic = traffic_file(run_dir / "traffic.yaml", breaker=NO_BREAKER)
+            extra["MESH_TRAFFIC_FILE"] = str(traffic)
         services.append(dataclasses.replace(service, environment={**service.environment, **extra}))
     stack = Stack(run_dir)
     start_all(stack, services)

@@ -20,6 +20,7 @@ import statistics
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import grpc
 import pytest
@@ -32,6 +33,7 @@ from shop.orders.v1 import orders_pb2_grpc
 from tests.conftest import StartStack
 from tests.contract.gateway_support import until
 from tests.e2e.checkout_support import order_request
+from tests.traffic_files import NO_BREAKER, traffic_file
 
 pytestmark = pytest.mark.e2e
 
@@ -59,9 +61,15 @@ def cancelled_charges(stack: Stack) -> list[dict[str, object]]:
 
 
 async def test_the_client_deadline_ends_the_checkout_and_stops_payments(
-    start_stack: StartStack,
+    start_stack: StartStack, tmp_path: Path
 ) -> None:
-    env = {name: QUIET for name in STACK}
+    # Every charge times out here, so payments' breaker would soon refuse the
+    # next checkouts' charges before they reach payments: this test is about
+    # deadlines, test_breaker about the breaker.
+    traffic = {
+        "MESH_TRAFFIC_FILE": str(traffic_file(tmp_path / "traffic.yaml", breaker=NO_BREAKER))
+    }
+    env = {name: {**QUIET, **traffic} for name in STACK}
     env["payments"] = {**QUIET, "FAULT_DELAY_MS": str(DELAY_MS)}
     shop = start_stack(STACK, env=env, mtls=True)
     gateway = shop["gateway"]

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.routes import Route, load_routes
 from mesh.config import ConfigError, Env
 from mesh.server import ServerConfig
+from mesh.traffic import TrafficPolicy
+from mesh.traffic_file import load_traffic_from_env
 
 # services/gateway/gateway/config.py -> the repository root (or the image's /app).
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -170,13 +172,17 @@ class GatewayConfig:
     access_log: bool
     log_level: str
     public_tls: PublicTls | None = None  # None: the public listener is plaintext
+    # How upstream channels retry, time out and break (mesh/traffic.yaml).
+    traffic: TrafficPolicy | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
         timeout = env.number("GATEWAY_DEFAULT_TIMEOUT_SECONDS", 0.0, minimum=0.0)
+        routes = upstream_overrides(load_routes(routes_file(env)), env)
+        called = [route.mesh_service for route in routes if route.mesh_service]
         return cls(
             server=ServerConfig.from_env(env, default_addr="0.0.0.0:8080"),
-            routes=upstream_overrides(load_routes(routes_file(env)), env),
+            routes=routes,
             max_message_bytes=env.integer("GATEWAY_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1),
             default_timeout_s=timeout or None,
             auth=AuthConfig.from_env(env),
@@ -184,6 +190,7 @@ class GatewayConfig:
             access_log=env.flag("GATEWAY_ACCESS_LOG", True),
             log_level=env.log_level(),
             public_tls=PublicTls.from_env(env),
+            traffic=load_traffic_from_env(env, called),
         )
 
 

@@ -58,7 +58,7 @@ async def create_server(
     if upstream_interceptors:
         # Innermost; grpc-stubs type client interceptors only partially.
         upstream_interceptors += capture_interceptors()
-    channels = Channels(upstream_interceptors, options=limits)
+    channels = Channels(upstream_interceptors, options=limits, traffic=config.traffic)
     buckets = None
     if config.rate.enabled:
         buckets = TokenBuckets(config.rate.per_second, config.rate.burst)

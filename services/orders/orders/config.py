@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from mesh.config import ConfigError, Env
 from mesh.server import ServerConfig
+from mesh.traffic import TrafficPolicy
+from mesh.traffic_file import load_traffic_from_env
 from orders.domain import Step
 
 # Steps a test may hold a saga after (never set in a deployment).
@@ -34,6 +36,8 @@ class OrdersConfig:
     log_level: str
     # Test only: hold every saga after this step so a test can kill the process there.
     pause_after: Step | None
+    # How its upstream channels retry, time out and break (mesh/traffic.yaml).
+    traffic: TrafficPolicy
 
     @classmethod
     def from_env(cls, env: Env) -> OrdersConfig:
@@ -58,4 +62,5 @@ class OrdersConfig:
             page_token_key=env.hex_key("ORDERS_PAGE_TOKEN_KEY"),
             log_level=env.log_level(),
             pause_after=None if pause is None else _PAUSABLE[pause],
+            traffic=load_traffic_from_env(env),
         )

@@ -20,7 +20,6 @@ import grpc
 from opentelemetry import trace
 
 from mesh.channels import Channels, Stubs
-from mesh.deadlines import DeadlinePropagation
 from mesh.interceptors import ServerInterceptor
 from mesh.paging import PageTokens
 from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
@@ -98,8 +97,9 @@ async def create_server(
     """Opens the store and returns a bound, not yet started, server (port 0 picks one)."""
     mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
     store = await SqliteOrderStore.open(config.db_path)
-    # Each call to an upstream is bounded by what is left of the client's deadline.
-    channels = Channels(client_interceptors, deadlines=DeadlinePropagation())
+    # Each call to an upstream is bounded by what is left of the client's
+    # deadline, retried and broken as the traffic policy says.
+    channels = Channels(client_interceptors, traffic=config.traffic)
     timeout = config.upstream_timeout_s
     relay = OutboxRelay(config.nats_url, store, tracer_provider=tracer_provider)
     saga = Saga(

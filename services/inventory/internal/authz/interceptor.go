@@ -56,6 +56,26 @@ func PeerIdentity(ctx context.Context) (string, bool) {
 	return identity, identity != ""
 }
 
+// UnknownCaller names the caller of a call without a verified identity of
+// one of the shop's services (mTLS off, no certificate, a foreign one).
+const UnknownCaller = "unknown"
+
+// Caller is the short name of the shop service that made the call
+// ("orders"), from the identity PeerIdentity reads, in policy's trust
+// domain; UnknownCaller without one, or when policy is nil (mTLS off). A
+// name of the shop's six or UnknownCaller, never a name the peer chose: it
+// labels metrics, which must not grow without bound.
+func Caller(ctx context.Context, policy *Policy) string {
+	if policy == nil {
+		return UnknownCaller
+	}
+	identity, _ := PeerIdentity(ctx)
+	if name, ok := policy.CallerName(identity); ok {
+		return name
+	}
+	return UnknownCaller
+}
+
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
 // uriSANs is the certificate's URI SANs as written. Certificate.URIs will

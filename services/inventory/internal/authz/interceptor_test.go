@@ -435,3 +435,20 @@ func TestTheSubjectHeaderFromOrdersIsDeniedOverMTLS(t *testing.T) {
 		t.Errorf("health: %v", err)
 	}
 }
+
+func TestCallerIsUnknownWithoutAVerifiedShopIdentity(t *testing.T) {
+	policy := loadShop(t)
+	plain := peer.NewContext(t.Context(), &peer.Peer{AuthInfo: insecureInfo{}})
+	for name, c := range map[string]struct {
+		ctx    context.Context
+		policy *authz.Policy
+	}{
+		"mTLS off":  {t.Context(), nil},
+		"no peer":   {t.Context(), policy},
+		"plaintext": {plain, policy},
+	} {
+		if got := authz.Caller(c.ctx, c.policy); got != authz.UnknownCaller {
+			t.Errorf("%s: %q, want %q", name, got, authz.UnknownCaller)
+		}
+	}
+}

@@ -69,6 +69,14 @@ type Config struct {
 	// MaxConcurrentRPCs is GRPC_MAX_CONCURRENT_RPCS: calls past this many in
 	// flight are shed with RESOURCE_EXHAUSTED; 0 is no limit.
 	MaxConcurrentRPCs int
+
+	// FaultsFile is MESH_FAULTS_FILE: the fault file, re-read while the
+	// server runs, whose rules come before FaultDelay and FaultErrorPercent;
+	// "" for none. It need not exist: it is run-time state.
+	FaultsFile string
+	// MetricsAddr is MESH_METRICS_ADDRESS: host:port of the HTTP listener
+	// serving Prometheus text at GET /metrics; "" turns metrics off.
+	MetricsAddr string
 }
 
 // MaxConcurrentRPCsDefault is GRPC_MAX_CONCURRENT_RPCS when it is unset, as
@@ -105,6 +113,8 @@ func FromEnv(lookup LookupFunc) (Config, error) {
 		PolicyFile:      env.text("MESH_POLICY_FILE", "mesh/policy.yaml"),
 		MaxConcurrentRPCs: env.integer("GRPC_MAX_CONCURRENT_RPCS",
 			strconv.Itoa(MaxConcurrentRPCsDefault), 0, math.MaxInt32),
+		FaultsFile:  env.text("MESH_FAULTS_FILE", ""),
+		MetricsAddr: env.optionalAddress("MESH_METRICS_ADDRESS"),
 	}
 	if env.err == nil && cfg.MTLS {
 		// Here rather than at the first handshake: a deployment without
@@ -183,6 +193,14 @@ func (r *reader) seconds(name, fallback string) time.Duration {
 	// to a Duration from overflowing.
 	value := r.number(name, fallback, 0, 7*24*3600)
 	return time.Duration(value * float64(time.Second))
+}
+
+// optionalAddress is address, or "" when the variable is unset or blank.
+func (r *reader) optionalAddress(name string) string {
+	if r.text(name, "") == "" {
+		return ""
+	}
+	return r.address(name, "")
 }
 
 func (r *reader) address(name, fallback string) string {

@@ -66,6 +66,8 @@ func TestValuesAreRead(t *testing.T) {
 		"MESH_SERVICE_IDENTITY":    "spiffe://shop.local/orders",
 		"MESH_POLICY_FILE":         "/etc/shopmesh/policy.yaml",
 		"GRPC_MAX_CONCURRENT_RPCS": "50",
+		"MESH_FAULTS_FILE":         " /etc/shopmesh/faults.yaml ",
+		"MESH_METRICS_ADDRESS":     "0.0.0.0:9463",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +86,8 @@ func TestValuesAreRead(t *testing.T) {
 		Service:           "orders",
 		PolicyFile:        "/etc/shopmesh/policy.yaml",
 		MaxConcurrentRPCs: 50,
+		FaultsFile:        "/etc/shopmesh/faults.yaml",
+		MetricsAddr:       "0.0.0.0:9463",
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -129,6 +133,10 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		{"GRPC_MAX_CONCURRENT_RPCS", "many"},
 		{"GRPC_MAX_CONCURRENT_RPCS", "2.5"},
 		{"GRPC_MAX_CONCURRENT_RPCS", "99999999999"},
+		{"MESH_METRICS_ADDRESS", "9463"},
+		{"MESH_METRICS_ADDRESS", ":9463"},
+		{"MESH_METRICS_ADDRESS", "0.0.0.0:65536"},
+		{"MESH_METRICS_ADDRESS", "http://0.0.0.0:9463/metrics"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
@@ -141,6 +149,16 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 				t.Errorf("error %q does not name %s", err, c.name)
 			}
 		})
+	}
+}
+
+func TestMetricsAndFaultsFileAreOffWhenBlank(t *testing.T) {
+	cfg, err := FromEnv(lookup(map[string]string{"MESH_METRICS_ADDRESS": " ", "MESH_FAULTS_FILE": "", "MESH_MTLS": "off"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MetricsAddr != "" || cfg.FaultsFile != "" {
+		t.Errorf("got %+v", cfg)
 	}
 }
 

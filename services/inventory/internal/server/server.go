@@ -34,6 +34,11 @@ type Options struct {
 	// StatsHandler traces calls; nil when tracing is off, so that no
 	// instrumentation runs on the request path at all.
 	StatsHandler stats.Handler
+	// Metrics records the RED metrics of every call (health and reflection
+	// too); nil when metrics are off. A stats handler rather than an
+	// interceptor: it sees each call from its arrival to its status sent,
+	// shed, denied and faulted calls included.
+	Metrics stats.Handler
 	// Interceptors run outermost, before panic recovery and faults, and
 	// inside the stats handler's span.
 	Interceptors []grpc.UnaryServerInterceptor
@@ -82,10 +87,8 @@ func New(listener net.Listener, store *stock.Store, opts Options) *Server {
 		unary, stream = append(unary, limit.unary), append(stream, limit.stream)
 	}
 	unary = append(append(unary, opts.Interceptors...), recoverUnary)
-	if opts.Faults.Enabled() {
-		slog.Warn("fault injection on",
-			"delay_ms", opts.Faults.Delay.Milliseconds(), "error_percent", opts.Faults.ErrorPercent)
-		unary = append(unary, opts.Faults.unary)
+	if inject := opts.Faults.injector(); inject != nil {
+		unary = append(unary, faultUnary(inject))
 	}
 	stream = append(append(stream, opts.StreamInterceptors...), recoverStream)
 	serverOpts := []grpc.ServerOption{
@@ -95,8 +98,10 @@ func New(listener net.Listener, store *stock.Store, opts Options) *Server {
 	if opts.Credentials != nil {
 		serverOpts = append(serverOpts, grpc.Creds(opts.Credentials))
 	}
-	if opts.StatsHandler != nil {
-		serverOpts = append(serverOpts, grpc.StatsHandler(opts.StatsHandler))
+	for _, handler := range []stats.Handler{opts.StatsHandler, opts.Metrics} {
+		if handler != nil {
+			serverOpts = append(serverOpts, grpc.StatsHandler(handler))
+		}
 	}
 	s := &Server{grpc: grpc.NewServer(serverOpts...), health: health.NewServer(), listener: listener}
 	pb.RegisterInventoryServiceServer(s.grpc, &servicer{store: store})

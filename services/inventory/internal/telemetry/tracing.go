@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -108,10 +109,12 @@ const StatusCodeKey = attribute.Key("rpc.grpc.status_code")
 
 // ServerHandler is otelgrpc's server stats handler on provider, leaving out
 // the health and reflection services (probes and grpcurl would bury the
-// business spans), and adding StatusCodeKey to each server span.
+// business spans), and adding StatusCodeKey to each server span. Its own
+// rpc metrics go to a no-op meter provider: ServerMetrics counts each call.
 func ServerHandler(provider trace.TracerProvider) stats.Handler {
 	return statusCodeHandler{otelgrpc.NewServerHandler(
 		otelgrpc.WithTracerProvider(provider),
+		otelgrpc.WithMeterProvider(noop.NewMeterProvider()),
 		otelgrpc.WithPropagators(otel.GetTextMapPropagator()),
 		otelgrpc.WithFilter(filters.None(
 			filters.HealthCheck(),
