@@ -206,8 +206,9 @@ def _rewriter(
     def replace(match: re.Match[str]) -> str:
         host, port = match.group(1), int(match.group(2))
         if host in ("0.0.0.0", "localhost", "127.0.0.1", own_service):
-            host = own_name  # itself: this replica's own port
-        names = replicas.get(host, [host])
+            names = [own_name]  # itself: this replica's own port
+        else:
+            names = list(replicas.get(host, [host]))
         local = [ports[(name, port)] for name in names if (name, port) in ports]
         if not local:
             return match.group(0)

@@ -200,6 +200,8 @@ def test_replicas_get_their_own_ports_and_callers_a_list_of_them(tmp_path: Path)
     assert topology.service_of("catalog-3") == "catalog"
     ports = topology.default_ports()
     assert [ports[(name, 50051)] for name in topology.replicas["catalog"]] == [50051, 50151, 50251]
+    first = topology.resolve("catalog", ports, tmp_path)
+    assert first.environment["GRPC_LISTEN_ADDR"] == "127.0.0.1:50051"
     second = topology.resolve("catalog-2", ports, tmp_path)
     assert second.environment["GRPC_LISTEN_ADDR"] == "127.0.0.1:50151"
     assert second.ready == "grpc://127.0.0.1:50151"

@@ -11,7 +11,6 @@ import asyncio
 import json
 import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from catalog.config import CatalogConfig
 from catalog.server import create_server
@@ -32,38 +30,15 @@ from mesh.interceptors import FaultConfig
 from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
 from mesh.tests.conftest import Certs
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tests.metrics_scrape import Samples, scrape, values
 
 SERVICE = "test.mesh.v1.Probe"
 TIMEOUT = 10.0
 Context = grpc.aio.ServicerContext[bytes, bytes]
-Labels = frozenset[tuple[str, str]]
 
 
-def scrape(port: int) -> dict[str, dict[Labels, float]]:
-    """Sample name -> labels -> value, from GET /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as reply:
-        text = reply.read().decode()
-    samples: dict[str, dict[Labels, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
-    return samples
-
-
-def values(
-    samples: dict[str, dict[Labels, float]], name: str, *keys: str
-) -> dict[tuple[str, ...], float]:
-    """`name`'s values by the labels `keys` (other labels summed over)."""
-    found: dict[tuple[str, ...], float] = {}
-    for labels, value in samples.get(name, {}).items():
-        as_dict = dict(labels)
-        key = tuple(as_dict.get(k, "") for k in keys)
-        found[key] = found.get(key, 0) + value
-    return found
-
-
-async def _scrape(port: int) -> dict[str, dict[Labels, float]]:
-    return await asyncio.to_thread(scrape, port)
+async def _scrape(port: int) -> Samples:
+    return await asyncio.to_thread(scrape, f"127.0.0.1:{port}", TIMEOUT)
 
 
 async def _echo(request: bytes, context: Context) -> bytes:

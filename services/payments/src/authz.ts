@@ -33,7 +33,7 @@ import type * as GrpcModule from "@grpc/grpc-js";
 import { SpanStatusCode, trace } from "@opentelemetry/api";
 
 import { log, type Logger } from "./logging";
-import { checkService, HEALTH_SERVICE, type Policy } from "./policy";
+import { checkService, HEALTH_SERVICE, isService, type Policy } from "./policy";
 
 /** The gateway's customer header (mesh/identity.py SUBJECT_HEADER). */
 export const SUBJECT_HEADER = "x-shop-subject";
@@ -92,6 +92,21 @@ export function peerIdentity(context: AuthContext | null | undefined): string | 
   // grpc-js (1.14 here) gives the certificate only on a TLS connection whose
   // peer it verified against the server's roots; a plaintext one has none.
   return spiffeIdOf(context?.sslPeerCertificate);
+}
+
+/** What metrics call a caller without a verified identity (mTLS off, or no SPIFFE ID). */
+export const UNKNOWN_CALLER = "unknown";
+const SPIFFE_SERVICE = /^spiffe:\/\/[^/]+\/([^/]+)$/;
+
+/**
+ * The caller's mesh identity as a short service name (`orders` for
+ * `spiffe://shop.local/orders`), or UNKNOWN_CALLER: the `mesh.caller` of the
+ * metrics. Only the shop's service names, so that a metric label never holds
+ * whatever a certificate says.
+ */
+export function meshCaller(context: AuthContext | null | undefined): string {
+  const name = SPIFFE_SERVICE.exec(peerIdentity(context) ?? "")?.[1];
+  return name !== undefined && isService(name) ? name : UNKNOWN_CALLER;
 }
 
 /**

@@ -15,6 +15,13 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/**
+ * The repository root (the image's /app): this file is compiled to
+ * `<root>/services/payments/dist/services/payments/src/config.js`. Files the
+ * MESH_* variables name by a relative path are found from here, as in Python.
+ */
+export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..", "..", "..", "..");
+
 export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR";
 
 /** Faults to inject into this service's own RPCs; zero means off. */
@@ -36,6 +43,16 @@ export interface ServerConfig {
    * (a test's configuration), DEFAULT_MAX_CONCURRENT_RPCS.
    */
   readonly maxConcurrentRpcs?: number;
+  /**
+   * MESH_FAULTS_FILE: the YAML fault rules, re-read while serving when it
+   * changes (faults.ts); it need not exist yet. Null or omitted: none.
+   */
+  readonly faultsFile?: string | null;
+  /**
+   * MESH_METRICS_ADDRESS: `host:port` of the Prometheus /metrics listener
+   * (metrics.ts); port 0 picks a free one. Null or omitted: metrics off.
+   */
+  readonly metricsAddress?: string | null;
 }
 
 export interface PaymentsConfig {
@@ -53,6 +70,9 @@ export const DEFAULT_LISTEN_ADDR = "0.0.0.0:50054";
 /** The same name, default and meaning in mesh/server.py and the inventory's config. */
 export const MAX_CONCURRENT_RPCS_VARIABLE = "GRPC_MAX_CONCURRENT_RPCS";
 export const DEFAULT_MAX_CONCURRENT_RPCS = 1000;
+/** The same names in mesh/config.py and the inventory's config. */
+export const FAULTS_FILE_VARIABLE = "MESH_FAULTS_FILE";
+export const METRICS_ADDRESS_VARIABLE = "MESH_METRICS_ADDRESS";
 const PAYMENTS_PROTO = path.join("shop", "payments", "v1", "payments.proto");
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -155,6 +175,20 @@ function protoDir(env: Env, start: string): string {
   }
 }
 
+/** A `host:port` pair, or null when the variable is unset. */
+function optionalAddress(env: Env, name: string): string | null {
+  return (env[name] ?? "").trim() === "" ? null : address(env, name, "");
+}
+
+/** A file a MESH_* variable names, relative to the repository root; null when unset. */
+function meshFile(env: Env, name: string): string | null {
+  const text = (env[name] ?? "").trim();
+  if (text === "") {
+    return null;
+  }
+  return path.isAbsolute(text) ? text : path.join(REPO_ROOT, text);
+}
+
 export function faultsEnabled(faults: FaultConfig): boolean {
   return faults.delayMs > 0 || faults.errorPercent > 0;
 }
@@ -171,6 +205,8 @@ export function loadConfig(env: Env = process.env): PaymentsConfig {
         errorPercent: number(env, "FAULT_ERROR_PERCENT", 0, 0, 100),
       },
       maxConcurrentRpcs: integer(env, MAX_CONCURRENT_RPCS_VARIABLE, DEFAULT_MAX_CONCURRENT_RPCS, 0),
+      faultsFile: meshFile(env, FAULTS_FILE_VARIABLE),
+      metricsAddress: optionalAddress(env, METRICS_ADDRESS_VARIABLE),
     },
     dbPath: raw(env, "PAYMENTS_DB_PATH", "payments.db"),
     protoDir: protoDir(env, __dirname),

@@ -5,9 +5,10 @@
 //
 // Exit status: 0 after a graceful stop on SIGTERM/SIGINT; 2 with one line
 // "configuration error: ..." naming the variable; 1 with one line
-// "cannot start: ..." when the port cannot be bound or the database opened.
+// "cannot start: ..." when a port (gRPC, or MESH_METRICS_ADDRESS's) cannot be
+// bound or the database opened.
 
-import { ConfigError, loadConfig, type PaymentsConfig } from "./config";
+import { ConfigError, loadConfig, METRICS_ADDRESS_VARIABLE, type PaymentsConfig } from "./config";
 import { configureLogging, log } from "./logging";
 import { loadMeshSecurity, type MeshSecurity } from "./tls";
 // Types only: these modules load @grpc/grpc-js, which must be required after
@@ -89,6 +90,12 @@ async function main(): Promise<number> {
     throw error;
   }
   configureLogging(config.logLevel);
+  const metricsAddress = config.server.metricsAddress;
+  if (!config.tracing && metricsAddress) {
+    // OTEL_SDK_DISABLED turns the whole SDK off, metrics too, as in Python.
+    log.warning(`${METRICS_ADDRESS_VARIABLE}=${metricsAddress} ignored: OTEL_SDK_DISABLED=true`);
+    config = { ...config, server: { ...config.server, metricsAddress: null } };
+  }
   return run(config, security);
 }
 

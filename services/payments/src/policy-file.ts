@@ -77,7 +77,8 @@ export function loadPolicy(file: string): Policy {
   return parsePolicy(text, file);
 }
 
-function readProblem(error: unknown): string {
+/** Why a file could not be read, in the words Python's OSError uses. */
+export function readProblem(error: unknown): string {
   const code = (error as { code?: unknown }).code;
   const messages: Record<string, string> = {
     ENOENT: "No such file or directory",
@@ -92,6 +93,21 @@ function readProblem(error: unknown): string {
 
 /** Checks a policy document given as text; `source` names it in errors. */
 export function parsePolicy(text: string, source = "<policy>"): Policy {
+  const { doc, lines } = composeDocument(text, (line, key, problem) => new PolicyError(source, line, key, problem));
+  if (doc.contents === null) {
+    throw new PolicyError(source, 1, "(document)", "empty; expected version, trust_domain, services");
+  }
+  return new Checker(source, doc, lines).policy(doc.contents);
+}
+
+/** Makes the error for `<source>:<line>: <key>: <problem>`. */
+export type SchemaFailure = (line: number, key: string, problem: string) => Error;
+
+/**
+ * The document's nodes, as PyYAML's composer would build them; `fail` makes
+ * the error for invalid YAML (key "(document)"). Shared with fault-file.ts.
+ */
+export function composeDocument(text: string, fail: SchemaFailure): { doc: Document; lines: LineCounter } {
   const lines = new LineCounter();
   // Nodes, not values: they keep each value's line and how it was written,
   // and a duplicate key, which the checker reports by name. Merge keys are
@@ -106,7 +122,7 @@ export function parsePolicy(text: string, source = "<policy>"): Policy {
   const [error] = doc.errors;
   if (error !== undefined) {
     const line = lines.linePos(error.pos[0]).line;
-    throw new PolicyError(source, line, "(document)", `not valid YAML: ${error.message.split("\n")[0]}`);
+    throw fail(line, "(document)", `not valid YAML: ${error.message.split("\n")[0]}`);
   }
   // PyYAML's composer refuses an alias to no anchor wherever it is; `yaml`
   // leaves it to whoever reads the value.
@@ -114,19 +130,15 @@ export function parsePolicy(text: string, source = "<policy>"): Policy {
     Alias(_, alias) {
       if (alias.resolve(doc) === undefined) {
         const line = lines.linePos(alias.range?.[0] ?? 0).line;
-        const problem = `not valid YAML: found undefined alias ${pyRepr(alias.source)}`;
-        throw new PolicyError(source, line, "(document)", problem);
+        throw fail(line, "(document)", `not valid YAML: found undefined alias ${pyRepr(alias.source)}`);
       }
     },
   });
-  if (doc.contents === null) {
-    throw new PolicyError(source, 1, "(document)", "empty; expected version, trust_domain, services");
-  }
-  return new Checker(source, doc, lines).policy(doc.contents);
+  return { doc, lines };
 }
 
 /** A node of the document; null where YAML leaves a value out (`{a}`, `? a`). */
-type Value = YamlNode | null;
+export type Value = YamlNode | null;
 
 /** Walks the parsed document; every `fail` names the node's line and key. */
 class Checker {
@@ -354,7 +366,8 @@ interface Entry {
   readonly valueLine: number;
 }
 
-function kind(node: Value): string {
+/** How a schema error describes a node: "a mapping", "an integer", "null". */
+export function kind(node: Value): string {
   if (node === null) {
     return "null";
   }
@@ -378,6 +391,7 @@ function unknown(name: string, what: string): string {
   return `unknown ${what} ${pyRepr(name)}; expected one of ${SERVICES.join(", ")}`;
 }
 
-function child(key: string, name: string): string {
+/** The key path of `name` inside `key`. */
+export function child(key: string, name: string): string {
   return key === "(document)" ? name : `${key}.${name}`;
 }

@@ -4,15 +4,12 @@
 
 import * as path from "node:path";
 
-import { ConfigError } from "./config";
+import { ConfigError, REPO_ROOT } from "./config";
 import { pyRepr } from "./pyyaml";
 
+export { REPO_ROOT };
+
 export const POLICY_FILE_VARIABLE = "MESH_POLICY_FILE";
-/**
- * The repository root (the image's /app): this file is compiled to
- * `<root>/services/payments/dist/services/payments/src/policy.js`.
- */
-export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..", "..", "..", "..");
 export const DEFAULT_POLICY_FILE = path.join(REPO_ROOT, "mesh", "policy.yaml");
 
 export const VERSION = 1;

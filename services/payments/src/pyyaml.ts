@@ -7,13 +7,15 @@ import { Scalar } from "yaml";
 const TAG = "tag:yaml.org,2002:";
 export const STR = `${TAG}str`;
 export const INT = `${TAG}int`;
+export const FLOAT = `${TAG}float`;
 export const MERGE = `${TAG}merge`;
+export const NULL = `${TAG}null`;
 export const KINDS: Readonly<Record<string, string>> = {
   [STR]: "a string",
   [INT]: "an integer",
-  [`${TAG}float`]: "a number",
+  [FLOAT]: "a number",
   [`${TAG}bool`]: "a boolean",
-  [`${TAG}null`]: "null",
+  [NULL]: "null",
 };
 // PyYAML's implicit resolvers (yaml/resolver.py, YAML 1.1), tried in this
 // order; a plain scalar none matches is a string. `yaml`'s own 1.1 schema
@@ -73,4 +75,50 @@ export function pyRepr(text: string): string {
     }
   }
   return `${quote}${body}${quote}`;
+}
+
+/** The value PyYAML's constructor gives a scalar tagged INT (`0x1f`, `0o17` as `017`, `1_000`, `1:30`). */
+export function pyInt(source: string): number {
+  let text = source.replaceAll("_", "");
+  let sign = 1;
+  if (text.startsWith("-") || text.startsWith("+")) {
+    sign = text.startsWith("-") ? -1 : 1;
+    text = text.slice(1);
+  }
+  if (text === "0") {
+    return 0;
+  }
+  if (text.startsWith("0b")) {
+    return sign * parseInt(text.slice(2), 2);
+  }
+  if (text.startsWith("0x")) {
+    return sign * parseInt(text.slice(2), 16);
+  }
+  if (text.startsWith("0")) {
+    return sign * parseInt(text, 8);
+  }
+  if (text.includes(":")) {
+    return sign * text.split(":").reduce((total, digits) => total * 60 + Number(digits), 0);
+  }
+  return sign * Number(text);
+}
+
+/** The value PyYAML's constructor gives a scalar tagged FLOAT (`.5`, `1e-3` is a string there, `.inf`, `1:30.5`). */
+export function pyFloat(source: string): number {
+  let text = source.replaceAll("_", "").toLowerCase();
+  let sign = 1;
+  if (text.startsWith("-") || text.startsWith("+")) {
+    sign = text.startsWith("-") ? -1 : 1;
+    text = text.slice(1);
+  }
+  if (text === ".inf") {
+    return sign * Infinity;
+  }
+  if (text === ".nan") {
+    return NaN;
+  }
+  if (text.includes(":")) {
+    return sign * text.split(":").reduce((total, digits) => total * 60 + Number(digits), 0);
+  }
+  return sign * Number(text);
 }

@@ -20,6 +20,11 @@
 // ends each new call at once with RESOURCE_EXHAUSTED; health and reflection
 // are never counted or shed. It wraps handlers the way Authorization does,
 // before the check, so a shed call costs no policy lookup and keeps its span.
+//
+// Faults come from faults.ts (MESH_FAULTS_FILE, re-read while serving, over
+// FAULT_DELAY_MS / FAULT_ERROR_PERCENT). With MESH_METRICS_ADDRESS set,
+// metrics.ts serves /metrics and its interceptor counts every call, ahead of
+// every guard; shutDown closes that listener last.
 
 import * as path from "node:path";
 import { format } from "node:util";
@@ -39,8 +44,11 @@ import {
   type ServerConfig,
 } from "./config";
 import { Payments, type PaymentsApi } from "./domain";
-import { log, type Logger } from "./logging";
+import { Faults } from "./faults";
+import { log, type Logger, SERVICE_NAME } from "./logging";
+import { type MetricsEndpoint, MetricsListenError, startMetrics } from "./metrics";
 import { reflectionDefinition } from "./reflection";
+import { serviceResource } from "./resource";
 import { HEALTH_SERVICE } from "./policy";
 import { errorDetailsDescriptor } from "./rpc-status";
 import { paymentsService, SERVICE_FULL_NAME } from "./service";
@@ -84,6 +92,10 @@ export interface PaymentsServer {
   readonly reloader: CertificateReloader | null;
   /** The concurrency limit and its counts; null when GRPC_MAX_CONCURRENT_RPCS is 0. */
   readonly limit: ConcurrencyLimit | null;
+  /** The fault rules in force (MESH_FAULTS_FILE, FAULT_*). */
+  readonly faults: Faults;
+  /** The Prometheus listener; null when MESH_METRICS_ADDRESS is unset. shutDown closes it. */
+  readonly metrics: MetricsEndpoint | null;
 }
 
 /** What wraps a handler of any shape: Authorization and ConcurrencyLimit. */
@@ -298,6 +310,15 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
   } catch (error) {
     throw new StartError(`cannot open database ${config.dbPath}: ${reason(error)}`);
   }
+  let metrics: MetricsEndpoint | null = null;
+  if (config.server.metricsAddress) {
+    try {
+      metrics = await startMetrics(config.server.metricsAddress, serviceResource());
+    } catch (error) {
+      store.close();
+      throw error instanceof MetricsListenError ? new StartError(error.message) : error;
+    }
+  }
   const security = options.security;
   let credentials: grpc.ServerCredentials;
   let reloader: CertificateReloader | null = null;
@@ -309,18 +330,32 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
       ({ credentials, reloader } = await serverCredentials(security, log, options.backstopCheckMs));
     } catch (error) {
       store.close();
+      await metrics?.close();
       throw error; // a ConfigError: main.ts exits 2
     }
     guards.push(new Authorization(security.policy, security.service));
   } else {
     credentials = grpc.ServerCredentials.createInsecure();
   }
-  const server = guards.length > 0 ? new GuardedServer(guards) : new grpc.Server();
+  // The metrics interceptor sees each call before any guard, so that shed
+  // and denied calls are counted too.
+  const serverOptions: grpc.ServerOptions = metrics === null ? {} : { interceptors: [metrics.metrics.interceptor] };
+  const server = guards.length > 0 ? new GuardedServer(guards, serverOptions) : new grpc.Server(serverOptions);
   try {
-    const faults = config.server.faults;
-    if (faultsEnabled(faults)) {
-      log.warning("fault injection on", { fault_delay_ms: faults.delayMs, fault_error_percent: faults.errorPercent });
+    const envFaults = config.server.faults;
+    if (faultsEnabled(envFaults)) {
+      log.warning("fault injection on", {
+        fault_delay_ms: envFaults.delayMs,
+        fault_error_percent: envFaults.errorPercent,
+      });
     }
+    const faults = new Faults({
+      env: envFaults,
+      file: config.server.faultsFile ?? null,
+      // The file's entry for this service: its mesh identity.
+      service: security?.service ?? SERVICE_NAME,
+      methods: Object.values(PaymentsServiceService).map(({ path }) => path.slice(path.lastIndexOf("/") + 1)),
+    });
     const api = options.api ?? new Payments(store);
     const serviceOptions = options.random === undefined ? { faults } : { faults, random: options.random };
     server.addService(PaymentsServiceService, paymentsService(api, serviceOptions));
@@ -345,10 +380,11 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
     for (const name of healthNames) {
       health.setStatus(name, "SERVING");
     }
-    return { server, health, store, port, healthNames, reloader, limit };
+    return { server, health, store, port, healthNames, reloader, limit, faults, metrics };
   } catch (error) {
     server.forceShutdown();
     store.close();
+    await metrics?.close();
     throw error;
   }
 }
@@ -379,4 +415,6 @@ export async function shutDown(payments: PaymentsServer, config: ServerConfig): 
     });
   });
   payments.store.close();
+  // Last, so that a scrape during the drain still sees the calls ending.
+  await payments.metrics?.close();
 }

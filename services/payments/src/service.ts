@@ -1,10 +1,11 @@
 // gRPC face of the payments domain: protobuf in, domain call, protobuf out.
 //
 // Thin on purpose: every handler is the same wrapper around one domain call,
-// which (1) injects the configured faults, (2) maps each domain error to its
-// status code, and (3) turns anything else into INTERNAL "internal error",
-// logged with its stack, because grpc-js would otherwise send UNKNOWN with the
-// exception's message. Every call is answered exactly once.
+// which (1) injects the fault rule in force (faults.ts: the fault file's, or
+// FAULT_*'s), (2) maps each domain error to its status code, and (3) turns
+// anything else into INTERNAL "internal error", logged with its stack,
+// because grpc-js would otherwise send UNKNOWN with the exception's message.
+// Every call is answered exactly once.
 //
 // OpenTelemetry's grpc-js instrumentation wraps these handlers from outside,
 // so the server span covers the injected delay and records the final status
@@ -33,9 +34,9 @@ import {
   type ResolveChargeRequest,
   type ResolveChargeResponse,
 } from "../../../gen/ts/shop/payments/v1/payments";
-import type { FaultConfig } from "./config";
 import type { ChargeInput, Payment, PaymentStatus, PaymentsApi } from "./domain";
 import { FailedPrecondition, InvalidArgument, NotFound, PaymentsError, Unavailable } from "./errors";
+import type { FaultSource } from "./faults";
 import { log } from "./logging";
 import { encodeInvalidArgumentStatus, STATUS_DETAILS_KEY } from "./rpc-status";
 
@@ -110,7 +111,8 @@ export function toStatusError(error: unknown, method: string): grpc.ServerErrorR
 }
 
 export interface ServiceOptions {
-  readonly faults: FaultConfig;
+  /** The fault rule of each call, looked up as it starts (faults.ts). */
+  readonly faults: FaultSource;
   /** Uniform in [0, 1); tests pass their own to make injected errors certain. */
   readonly random?: () => number;
 }
@@ -126,6 +128,11 @@ const DEADLINE_SLACK_MS = 25;
 /** Epoch milliseconds at which the call's deadline passes; Infinity without one. */
 function deadlineMs(deadline: grpc.Deadline): number {
   return deadline instanceof Date ? deadline.getTime() : deadline;
+}
+
+/** How a call that ended before its status was sent ended: its deadline passed, or it was cancelled. */
+export function endedBy(deadline: grpc.Deadline): grpc.status.DEADLINE_EXCEEDED | grpc.status.CANCELLED {
+  return Date.now() + DEADLINE_SLACK_MS >= deadlineMs(deadline) ? grpc.status.DEADLINE_EXCEEDED : grpc.status.CANCELLED;
 }
 
 /** Waits `ms`; false when `signal` ended the wait first. */
@@ -147,14 +154,15 @@ function unary<Request, Response>(
   body: (request: Request) => Response | Promise<Response>,
 ): grpc.handleUnaryCall<Request, Response> {
   const random = options.random ?? Math.random;
-  const { delayMs, errorPercent } = options.faults;
 
   type Outcome = { readonly error: grpc.ServerErrorResponse } | { readonly error: null; readonly response: Response };
 
   /** The call's outcome, or null when it was cancelled before the domain call started. */
   async function outcome(request: Request, signal: AbortSignal): Promise<Outcome | null> {
     try {
-      if (delayMs > 0 && !(await waited(delayMs, signal))) {
+      // Looked up as the call starts: a rule switched while it waits does not change it.
+      const rule = options.faults.ruleFor(method);
+      if (rule !== null && rule.delayMs > 0 && !(await waited(rule.delayMs, signal))) {
         return null;
       }
       // The last point at which stopping is free: past it, a charge may be
@@ -163,8 +171,8 @@ function unary<Request, Response>(
       if (signal.aborted) {
         return null;
       }
-      if (errorPercent > 0 && random() * 100 < errorPercent) {
-        return { error: statusError(grpc.status.UNAVAILABLE, `injected fault in ${method}`) };
+      if (rule !== null && rule.errorRatio > 0 && random() < rule.errorRatio) {
+        return { error: statusError(rule.errorCode, `injected fault in ${method}`) };
       }
       return { error: null, response: await body(request) };
     } catch (error) {
@@ -191,7 +199,7 @@ function unary<Request, Response>(
       if (answered) {
         return;
       }
-      const deadlinePassed = Date.now() + DEADLINE_SLACK_MS >= deadlineMs(call.getDeadline());
+      const deadlinePassed = endedBy(call.getDeadline()) === grpc.status.DEADLINE_EXCEEDED;
       log.info("call cancelled", {
         method,
         after_ms: Math.round(performance.now() - started),

@@ -27,11 +27,10 @@ import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } 
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc";
 import { registerInstrumentations } from "@opentelemetry/instrumentation";
 import { GrpcInstrumentation } from "@opentelemetry/instrumentation-grpc";
-import { defaultResource, detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter } from "@opentelemetry/sdk-trace-node";
-import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
 
-import { log, SERVICE_NAME } from "./logging";
+import { log } from "./logging";
+import { serviceResource } from "./resource";
 
 // The health and reflection methods, never traced: probes and grpcurl would
 // bury the business spans in noise. The instrumentation matches server calls
@@ -81,13 +80,8 @@ function routeDiagnostics(): void {
 /** Starts tracing for the process and registers it globally; call once, before requiring grpc-js. */
 export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
   routeDiagnostics();
-  // `merge` lets its argument win: the environment (OTEL_SERVICE_NAME,
-  // OTEL_RESOURCE_ATTRIBUTES) overrides the service's own default name.
-  const resource = defaultResource()
-    .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: SERVICE_NAME }))
-    .merge(detectResources({ detectors: [envDetector] }));
   const provider = new NodeTracerProvider({
-    resource,
+    resource: serviceResource(),
     spanProcessors: [new BatchSpanProcessor(options.exporter ?? new OTLPTraceExporter())],
   });
   provider.register({

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 
-import { ConfigError, loadConfig } from "../src/config";
+import { ConfigError, loadConfig, REPO_ROOT } from "../src/config";
 import { tempDir } from "../testing/helpers";
 
 test("defaults match the Python services' and the compose topology", () => {
@@ -16,6 +16,8 @@ test("defaults match the Python services' and the compose topology", () => {
     graceSeconds: 10,
     faults: { delayMs: 0, errorPercent: 0 },
     maxConcurrentRpcs: 1000,
+    faultsFile: null,
+    metricsAddress: null,
   });
   assert.equal(config.dbPath, "payments.db");
   assert.equal(config.logLevel, "INFO");
@@ -58,6 +60,10 @@ test("malformed values raise ConfigError naming the variable", () => {
     [{ FAULT_ERROR_PERCENT: "-3" }, "FAULT_ERROR_PERCENT"],
     [{ LOG_LEVEL: "TRACE" }, "LOG_LEVEL"],
     [{ PAYMENTS_PROTO_DIR: "/nonexistent" }, "PAYMENTS_PROTO_DIR"],
+    [{ MESH_METRICS_ADDRESS: "9464" }, "MESH_METRICS_ADDRESS"],
+    [{ MESH_METRICS_ADDRESS: ":9464" }, "MESH_METRICS_ADDRESS"],
+    [{ MESH_METRICS_ADDRESS: "0.0.0.0:http" }, "MESH_METRICS_ADDRESS"],
+    [{ MESH_METRICS_ADDRESS: "0.0.0.0:70000" }, "MESH_METRICS_ADDRESS"],
   ];
   for (const [env, variable] of cases) {
     assert.throws(
@@ -73,4 +79,13 @@ test("PAYMENTS_PROTO_DIR points at another copy of the contracts", (t) => {
   mkdirSync(path.join(dir, "shop", "payments", "v1"), { recursive: true });
   writeFileSync(path.join(dir, "shop", "payments", "v1", "payments.proto"), "");
   assert.equal(loadConfig({ PAYMENTS_PROTO_DIR: dir }).protoDir, dir);
+});
+
+test("MESH_FAULTS_FILE is resolved from the repository root; MESH_METRICS_ADDRESS is kept as given", () => {
+  const config = loadConfig({ MESH_FAULTS_FILE: " deploy/faults.yaml ", MESH_METRICS_ADDRESS: " 0.0.0.0:9464 " });
+  assert.equal(config.server.faultsFile, path.join(REPO_ROOT, "deploy", "faults.yaml"));
+  assert.equal(config.server.metricsAddress, "0.0.0.0:9464");
+  assert.equal(loadConfig({ MESH_FAULTS_FILE: "/tmp/faults.yaml" }).server.faultsFile, "/tmp/faults.yaml");
+  assert.equal(loadConfig({ MESH_FAULTS_FILE: " ", MESH_METRICS_ADDRESS: "" }).server.faultsFile, null);
+  assert.equal(loadConfig({ MESH_METRICS_ADDRESS: "" }).server.metricsAddress, null);
 });

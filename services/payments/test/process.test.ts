@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
@@ -14,6 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 import { loadConfig } from "../src/config";
 import { chargeRequest, connect, tempDir } from "../testing/helpers";
 import { makeCerts, mtls, secureClient } from "../testing/mesh";
+import { parseMetrics, scrape, valueOf } from "../testing/prometheus";
 
 const MAIN = path.join(__dirname, "..", "src", "main.js");
 const REPO_ROOT = path.dirname(loadConfig({}).protoDir);
@@ -91,6 +93,7 @@ test("a malformed variable exits 2 with one line naming it", LIMIT, async (t) =>
     [{ MESH_MTLS: "on", MESH_SERVICE_IDENTITY: "billing" }, "MESH_SERVICE_IDENTITY"],
     // "MESH_MTLS is on but <dir>/ca.pem is missing (MESH_CERTS_DIR=<dir>; ...)"
     [{ MESH_MTLS: "on", MESH_CERTS_DIR: path.join(tempDir(t), "none") }, "MESH_CERTS_DIR"],
+    [{ MESH_METRICS_ADDRESS: "9464" }, "MESH_METRICS_ADDRESS"],
   ];
   for (const [env, variable] of cases) {
     // Loopback and port 0 even here: should a check regress, the process
@@ -220,6 +223,73 @@ test("with MESH_MTLS off the entry point says so", LIMIT, async (t) => {
   });
   await service.waitFor((l) => l.includes("serving on port"));
   assert.ok(service.lines.some((line) => message(line).startsWith("mTLS is off")), service.lines.join("\n"));
+  service.child.kill("SIGTERM");
+  assert.equal(await service.exit, 0);
+});
+
+test("a metrics port in use exits 1 with one 'cannot start' line naming MESH_METRICS_ADDRESS", LIMIT, async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+  t.after(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const { code, lines } = await run(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    MESH_METRICS_ADDRESS: `127.0.0.1:${port}`,
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+  });
+  assert.equal(code, 1);
+  assert.equal(lines.filter((line) => line.startsWith("cannot start")).length, 1, lines.join("\n"));
+  assert.match(lines.at(-1) ?? "", new RegExp(`^cannot start: cannot listen on MESH_METRICS_ADDRESS=127\\.0\\.0\\.1:${port}: `));
+});
+
+test("with tracing on, the entry point's /metrics counts each call once, and the fault file applies", LIMIT, async (t) => {
+  const dir = tempDir(t);
+  const faults = path.join(dir, "faults.yaml");
+  writeFileSync(faults, "faults:\n  payments:\n    Refund: {error_ratio: 1, error_code: INTERNAL}\n");
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(dir, "p.db"),
+    MESH_METRICS_ADDRESS: "127.0.0.1:0",
+    MESH_FAULTS_FILE: faults,
+    // Tracing on, its exporter aimed where nothing listens: the spans are
+    // not the point, the gRPC instrumentation being loaded is.
+    OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+    OTEL_EXPORTER_OTLP_INSECURE: "true",
+  });
+  const metricsLine = await service.waitFor((line) => line.includes("metrics for Prometheus at"));
+  const metricsPort = Number(/:(\d+)\/metrics/.exec(metricsLine)?.[1]);
+  const port = Number(/serving on port (\d+)/.exec(await service.waitFor((l) => l.includes("serving on port")))?.[1]);
+  assert.ok(service.lines.some((line) => message(line) === `fault rules from ${faults}: 1 for payments`));
+  const client = connect(port);
+  t.after(() => client.close());
+  await client.charge(chargeRequest({ idempotencyKey: "process-metrics" }));
+  const refund = await client.refund({ idempotencyKey: "r-1", paymentId: "pay_x", reason: "" }).then(
+    () => assert.fail("Refund was not faulted"),
+    (e: grpc.ServiceError) => e,
+  );
+  assert.equal(refund.code, grpc.status.INTERNAL);
+  assert.equal(refund.details, "injected fault in /shop.payments.v1.PaymentsService/Refund");
+  const all = parseMetrics(await scrape(metricsPort));
+  const count = (method: string, code: string): number =>
+    valueOf(all, "rpc_server_call_duration_seconds_count", { rpc_method: method, rpc_grpc_status_code: code });
+  assert.equal(count("Charge", "OK"), 1);
+  assert.equal(count("Refund", "INTERNAL"), 1);
+  service.child.kill("SIGTERM");
+  assert.equal(await service.exit, 0);
+});
+
+test("OTEL_SDK_DISABLED=true turns the metrics off too, with a warning", LIMIT, async (t) => {
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    MESH_METRICS_ADDRESS: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+  });
+  await service.waitFor((l) => l.includes("serving on port"));
+  const messages = service.lines.map(message);
+  assert.ok(messages.includes("MESH_METRICS_ADDRESS=127.0.0.1:0 ignored: OTEL_SDK_DISABLED=true"), messages.join("\n"));
+  assert.ok(!messages.some((m) => m.startsWith("metrics for Prometheus")), messages.join("\n"));
   service.child.kill("SIGTERM");
   assert.equal(await service.exit, 0);
 });

@@ -20,6 +20,7 @@ import {
   type GetPaymentResponse,
   PaymentsServiceClient,
 } from "../../../gen/ts/shop/payments/v1/payments";
+import type { ServerConfig } from "../src/config";
 import { HEALTH_SERVICE, REPO_ROOT } from "../src/policy";
 import { build, type PaymentsServer } from "../src/server";
 import { loadMeshSecurity } from "../src/tls";
@@ -76,19 +77,24 @@ export function mtls(certs: Certs, name: string, ca = "ca.pem"): grpc.ChannelCre
   return grpc.credentials.createSsl(certs.read(ca), certs.read(`${name}.key`), certs.read(`${name}.pem`));
 }
 
-/** A server with MESH_MTLS=on over `certs`; `env` adds or overrides MESH_* variables. */
+/**
+ * A server with MESH_MTLS=on over `certs`; `env` adds or overrides MESH_*
+ * variables, `server` the test configuration's server part.
+ */
 export async function startSecure(
   t: Context,
   certs: Certs,
   env: Record<string, string> = {},
   backstopCheckMs?: number,
+  server: Partial<ServerConfig> = {},
 ): Promise<PaymentsServer> {
   const security = loadMeshSecurity({ MESH_MTLS: "on", MESH_CERTS_DIR: certs.dir, ...env });
   const options = backstopCheckMs === undefined ? { security } : { security, backstopCheckMs };
-  const payments = await build(testConfig(tempDir(t)), options);
-  t.after(() => {
+  const payments = await build(testConfig(tempDir(t), server), options);
+  t.after(async () => {
     payments.server.forceShutdown();
     payments.store.close();
+    await payments.metrics?.close();
   });
   return payments;
 }
