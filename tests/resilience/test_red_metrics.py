@@ -46,13 +46,15 @@ def _metrics(service: LocalService) -> Samples:
 def _served(samples: Samples) -> dict[tuple[str, str, str], float]:
     """(caller, method, code) -> calls, for the shop's own services."""
     keys = ("rpc_service", "mesh_caller", "rpc_method", "rpc_grpc_status_code")
-    return {k[1:]: v for k, v in values(samples, SERVER, *keys).items() if k[0].startswith(SHOP)}
+    found = values(samples, SERVER, *keys).items()
+    return {(c, m, s): n for (svc, c, m, s), n in found if svc.startswith(SHOP)}
 
 
 def _made(samples: Samples) -> dict[tuple[str, str, str], float]:
     """(callee, method, code) -> calls."""
     keys = ("rpc_service", "mesh_callee", "rpc_method", "rpc_grpc_status_code")
-    return {k[1:]: v for k, v in values(samples, CLIENT, *keys).items() if k[0].startswith(SHOP)}
+    found = values(samples, CLIENT, *keys).items()
+    return {(c, m, s): n for (svc, c, m, s), n in found if svc.startswith(SHOP)}
 
 
 async def test_every_service_counts_its_calls_per_method_code_and_edge(
