@@ -132,7 +132,7 @@ down: ## Stop what `make up` started
 .PHONY: demo
 demo: tools build ## Bring the mesh up, tell the shop's story through the gateway, print its traces
 	$(MAKE) up
-	$(PY) scripts/demo.py
+	$(PY) -m demo
 
 # The token is the last line of the output: $(make -s token | tail -1).
 SUB ?= cus-demo

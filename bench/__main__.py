@@ -11,9 +11,12 @@ the command that made it. Then `bench.checkout` times whole checkouts
 (PlaceOrder end to end, confirm -> notification) into bench/checkout.md, and
 `bench.gateway` what our gateway, a bare grpc.aio proxy and nginx add to a
 call into bench/gateway.md, and `bench.mtls` what the mesh's mTLS and policy
-add to one into bench/mtls.md. `--only calls|checkout|gateway|mtls` runs one
-of them. All but the last run the services with MESH_MTLS=off: they measure
-the services and the gateway, and bench/mtls.md gives what mTLS adds per hop.
+add to one into bench/mtls.md, and `bench.mesh` what the whole in-process
+mesh adds to a hop and how fast an open breaker fails a call into
+bench/mesh.md. `--only calls|checkout|gateway|mtls|mesh` runs one of them.
+The first three run the services with MESH_MTLS=off: they measure the
+services and the gateway; bench/mtls.md gives what mTLS adds per hop, and
+bench/mesh.md what everything the mesh does adds.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import grpc
 from bench.checkout import measure_checkout, render_checkout, start_mesh
 from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
 from bench.load import Call, Prepare, Sample, get_product, interleave
+from bench.mesh import BARE, measure_breaker, measure_hops, render_mesh, start_hops
 from bench.mtls import measure_mtls, render_mtls, start_catalogs
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port, start_all
@@ -48,7 +52,8 @@ RESULTS = REPO_ROOT / "bench" / "results.md"
 CHECKOUT_RESULTS = REPO_ROOT / "bench" / "checkout.md"
 GATEWAY_RESULTS = REPO_ROOT / "bench" / "gateway.md"
 MTLS_RESULTS = REPO_ROOT / "bench" / "mtls.md"
-BENCHMARKS = ("calls", "checkout", "gateway", "mtls")
+MESH_RESULTS = REPO_ROOT / "bench" / "mesh.md"
+BENCHMARKS = ("calls", "checkout", "gateway", "mtls", "mesh")
 MODES = ("tracing on", "tracing off")
 
 
@@ -183,6 +188,7 @@ def main(argv: list[str]) -> int:
         "--nginx", type=Path, default=NGINX, help="the nginx binary to compare with"
     )
     parser.add_argument("--mtls-output", type=Path, default=MTLS_RESULTS)
+    parser.add_argument("--mesh-output", type=Path, default=MESH_RESULTS)
     parser.add_argument("--only", choices=BENCHMARKS, help="run one of the benchmarks")
     args = parser.parse_args(argv)
     os.environ["MESH_MTLS"] = "off"  # bench.mtls turns it on for what it measures
@@ -213,6 +219,15 @@ def main(argv: list[str]) -> int:
                 for c in args.concurrency
             }
         _write(args.mtls_output, render_mtls(by_mode, command))
+    if "mesh" in chosen:
+        with _started(start_hops) as started:
+            hops = {
+                c: asyncio.run(measure_hops(started.endpoints, args.calls, args.rounds, c))
+                for c in args.concurrency
+            }
+            breaker = asyncio.run(measure_breaker(started.endpoints[BARE]))
+            started.client_traces.shutdown()
+        _write(args.mesh_output, render_mesh(hops, breaker, command))
     return 0
 
 

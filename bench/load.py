@@ -32,8 +32,12 @@ class Endpoint:
     address: str
     credentials: grpc.ChannelCredentials | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    # Makes the channel instead (a channel with interceptors, say).
+    factory: Callable[[], grpc.aio.Channel] | None = None
 
     def channel(self) -> grpc.aio.Channel:
+        if self.factory is not None:
+            return self.factory()
         if self.credentials is None:
             return grpc.aio.insecure_channel(self.address, options=self.options)
         return grpc.aio.secure_channel(self.address, self.credentials, options=self.options)

@@ -10,16 +10,15 @@ test's ports.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Callable
-from types import ModuleType
+from pathlib import Path
 
 import pytest
 
+from demo import story
 from gateway.config import AuthConfig
-from localmode.topology import REPO_ROOT, LocalService
+from localmode.topology import LocalService
 from mesh.config import Env
 from tests.conftest import JAEGER, require_tool
 
@@ -31,31 +30,22 @@ SERVICES = [
 ]  # fmt: skip
 
 
-def load_demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "scripts" / "demo.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("demo", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-async def test_the_demo_story_ends_as_scripted(start_stack: StartStack) -> None:
+async def test_the_demo_story_ends_as_scripted(start_stack: StartStack, tmp_path: Path) -> None:
     require_tool(JAEGER)
-    fast = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+    faults = tmp_path / "faults.yaml"  # this stack's, for the resilience act
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "200", "MESH_FAULTS_FILE": str(faults)}
     # As `make demo` runs it: mTLS and the policy on behind the gateway.
-    mesh = start_stack(SERVICES, env={name: fast for name in SERVICES[2:]}, mtls=True)
-    demo = load_demo()
+    mesh = start_stack(SERVICES, env={name: env for name in SERVICES[2:]}, mtls=True)
     gateway = mesh["gateway"]
-    addresses = demo.Addresses(
+    addresses = story.Addresses(
         gateway=str(gateway.grpc_target),
         jaeger=f"http://127.0.0.1:{mesh['jaeger'].ports[16686]}",
+        faults=faults,
     )
     # The keys the gateway process reads: its environment over this one's.
     auth = AuthConfig.from_env(Env({**os.environ, **gateway.environment}))
     lines: list[str] = []
-    status = await demo.run_story(addresses, auth, out=lines.append)
+    status = await story.run_story(addresses, auth, out=lines.append)
     output = "\n".join(lines)
 
     assert status == 0, output
@@ -63,7 +53,13 @@ async def test_the_demo_story_ends_as_scripted(start_stack: StartStack) -> None:
     assert output.count("CANCELLED ord-") == 2, output
     assert "card_declined" in output
     assert "out of stock" in output
-    assert output.count("make trace ID=") == 8, output  # one per call, and the checkout's
+    assert output.count("make trace ID=") == 12, output  # one per call, and the checkout's
+    # The resilience act: retries, the breaker opening and closing, a deadline.
+    assert "the gateway retried them" in output, output
+    assert "then at once: UNAVAILABLE: circuit breaker for catalog is open" in output, output
+    assert "OK: the half-open probe reached catalog" in output, output
+    assert "DEADLINE_EXCEEDED after" in output, output
+    assert not faults.read_text().count("delay_ms"), "the act clears its faults"
     tree = output.split("One checkout")[1].splitlines()[2:]
     assert tree[0].startswith("gateway /shop.orders.v1.OrdersService/PlaceOrder SERVER "), output
     assert "missing" not in "\n".join(tree), output  # every parent is in the trace

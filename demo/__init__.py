@@ -1,0 +1,1 @@
+"""`make demo` (`python -m demo`): the shop's story, then its resilience act."""
