@@ -32,7 +32,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 
 from bench.load import Endpoint, Sample, get_product, interleave
-from bench.report import header, percentile
+from bench.report import against_base, header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import Topology
 from mesh import metrics
@@ -167,20 +167,8 @@ def render_mesh(
         " round, its first call outside the clock; rounds alternate. 'added' is the mesh"
         " median minus the bare one at the same concurrency; 'x bare' their ratio.",
         "",
-        "| in flight | hop | calls | median ms | p99 ms | calls/s | added µs | x bare |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *against_base(hops, BARE, "hop", "x bare"),
     ]
-    for concurrency, by_mode in hops.items():
-        bare = statistics.median(by_mode[BARE].latencies_s)
-        for mode, sample in by_mode.items():
-            lat = sample.latencies_s
-            median = statistics.median(lat)
-            added = "" if mode == BARE else f"{(median - bare) * 1e6:,.0f}"
-            lines.append(
-                f"| {concurrency} | {mode} | {len(lat)} | {median * 1000:.3f} "
-                f"| {percentile(lat, 0.99) * 1000:.3f} | {len(lat) / sample.elapsed_s:,.0f} "
-                f"| {added} | {median / bare:.2f} |"
-            )
     anchor = statistics.median(next(iter(breaker.values())))
     lines += [
         "",

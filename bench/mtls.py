@@ -12,12 +12,11 @@ the handshake's; rounds alternate between the two.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
 from bench.load import Endpoint, Sample, get_product, interleave
-from bench.report import header, percentile
+from bench.report import against_base, header
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import Topology
 from mesh.tls import MeshSecurity, channel_credentials, channel_options
@@ -76,18 +75,6 @@ def render_mtls(results: dict[int, dict[str, Sample]], command: str) -> str:
         " the handshake. Rounds alternate. 'added' is the on median minus the off median at the"
         " same concurrency; 'x off' is their ratio.",
         "",
-        "| in flight | mode | calls | median ms | p99 ms | calls/s | added µs | x off |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        *against_base(results, OFF, "mode", "x off"),
     ]
-    for concurrency, by_mode in results.items():
-        off = statistics.median(by_mode[OFF].latencies_s)
-        for mode, sample in by_mode.items():
-            lat = sample.latencies_s
-            median = statistics.median(lat)
-            added = "" if mode == OFF else f"{(median - off) * 1e6:,.0f}"
-            lines.append(
-                f"| {concurrency} | {mode} | {len(lat)} | {median * 1000:.3f} "
-                f"| {percentile(lat, 0.99) * 1000:.3f} | {len(lat) / sample.elapsed_s:,.0f} "
-                f"| {added} | {median / off:.2f} |"
-            )
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from catalog import SERVICE_NAME
 from catalog.config import CatalogConfig
 from catalog.domain import Catalog
 from catalog.servicer import CatalogServicer
@@ -27,7 +28,7 @@ async def create_server(
     config: CatalogConfig, interceptors: Sequence[ServerInterceptor] = ()
 ) -> CatalogServer:
     """Opens the store and returns a bound, not yet started, server (port 0 picks one)."""
-    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
+    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors, service=SERVICE_NAME)
     store = await SqliteProductStore.open(config.db_path)
     catalog = Catalog(store, PageTokens(config.page_token_key))
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(catalog), mesh.server)

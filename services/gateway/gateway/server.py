@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway import SERVICE_NAME
 from gateway.accesslog import AccessLog
 from gateway.auth import Authenticator
 from gateway.cancellation import capture_interceptors
@@ -53,6 +54,7 @@ async def create_server(
         options=limits,
         public=True,
         public_credentials=public_credentials,
+        service=SERVICE_NAME,
     )
     upstream_interceptors = list(client_interceptors)
     if upstream_interceptors:

@@ -18,6 +18,7 @@ from mesh.interceptors import ServerInterceptor
 from mesh.paging import PageTokens
 from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
 from mesh.server import serve as mesh_serve
+from notifications import SERVICE_NAME
 from notifications.broadcast import Broadcaster
 from notifications.config import NotificationsConfig
 from notifications.consumer import OrderEventsConsumer
@@ -57,7 +58,7 @@ async def create_server(
     tracer_provider: trace.TracerProvider | None = None,
 ) -> NotificationsServer:
     """Opens the store and returns a bound, not yet started, server (port 0 picks one)."""
-    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
+    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors, service=SERVICE_NAME)
     store = await SqliteNotificationStore.open(config.db_path)
     notifications = Notifications(store, PageTokens(config.page_token_key), Broadcaster())
     notifications_pb2_grpc.add_NotificationsServiceServicer_to_server(

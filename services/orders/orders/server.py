@@ -24,6 +24,7 @@ from mesh.interceptors import ServerInterceptor
 from mesh.paging import PageTokens
 from mesh.server import MeshServer, ServerConfig, build_server, shut_down, start
 from mesh.server import serve as mesh_serve
+from orders import SERVICE_NAME
 from orders.checkout import Orders
 from orders.config import OrdersConfig
 from orders.domain import utcnow
@@ -95,7 +96,7 @@ async def create_server(
     tracer_provider: trace.TracerProvider | None = None,
 ) -> OrdersServer:
     """Opens the store and returns a bound, not yet started, server (port 0 picks one)."""
-    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors)
+    mesh = build_server(config.server, [SERVICE_FULL_NAME], interceptors, service=SERVICE_NAME)
     store = await SqliteOrderStore.open(config.db_path)
     # Each call to an upstream is bounded by what is left of the client's
     # deadline, retried and broken as the traffic policy says.
