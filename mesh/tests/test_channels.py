@@ -145,3 +145,52 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- round_robin over replicas, and client-side health checking ---------------
+
+
+async def _replica(name: bytes) -> MeshServer:
+    """A started server whose Probe/Who answers `name`."""
+
+    async def who(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return name
+
+    config = ServerConfig("127.0.0.1:0", grace_s=0.0, drain_s=0.0, faults=FaultConfig())
+    mesh = build_server(config, ["test.mesh.v1.Probe"])
+    handler = grpc.unary_unary_rpc_method_handler(who)
+    mesh.server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.mesh.v1.Probe", {"Who": handler})]
+    )
+    await start(mesh)
+    return mesh
+
+
+async def _who_answers(channel: grpc.aio.Channel, calls: int) -> set[bytes]:
+    who = channel.unary_unary("/test.mesh.v1.Probe/Who", None, None)
+    return {await who(b"", timeout=TIMEOUT) for _ in range(calls)}
+
+
+@pytest.mark.parametrize("health_checked", [True, False])
+async def test_a_replica_that_turns_not_serving_gets_no_new_calls(health_checked: bool) -> None:
+    first, second = await _replica(b"first"), await _replica(b"second")
+    target = f"ipv4:127.0.0.1:{first.port},127.0.0.1:{second.port}"
+    # Control: round_robin without the health check keeps calling it.
+    config: dict[str, object] | None = None
+    if not health_checked:
+        config = {"loadBalancingConfig": [{"round_robin": {}}]}
+    channels = Channels(security=PLAINTEXT, service_config=config)
+    try:
+        channel = channels.get(target)
+        assert await _who_answers(channel, 20) == {b"first", b"second"}  # both, by one name
+        await second.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        seen: set[bytes] = set()
+        for _ in range(50):  # the Watch stream brings the change within moments
+            seen = await _who_answers(channel, 20)
+            if seen == {b"first"}:
+                break
+        assert seen == ({b"first"} if health_checked else {b"first", b"second"})
+    finally:
+        await channels.close()
+        for replica in (first, second):
+            await replica.server.stop(None)
