@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -177,3 +179,60 @@ async def test_fts_syntax_in_terms_is_plain_text(
 async def test_fts_syntax_in_a_query_is_plain_text(store: SqliteProductStore, query: str) -> None:
     catalog = Catalog(store, PageTokens(b"k" * 32))
     await catalog.search_products(query, 10, "")  # does not raise
+
+
+# --- the in-memory copy reads are served from --------------------------------
+
+SEARCHES = (["espresso"], ["tea"], ["grind"], ["mug", "ceramic"], ["nothing-matches"])
+
+
+async def _answers(store: SqliteProductStore) -> list[object]:
+    ids = [p.id for p in load_seed_products()] + ["prod-missing"]
+    return [
+        [await store.get(pid) for pid in ids],
+        list(await store.list(0, EVERYTHING)),
+        list(await store.list(5, 7)),
+        *[list(await store.search(terms, 0, EVERYTHING)) for terms in SEARCHES],
+    ]
+
+
+async def test_the_copy_answers_exactly_as_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    store = await SqliteProductStore.open(path)
+    try:
+        from_memory = await _answers(store)
+    finally:
+        await store.close()
+    # The same queries on the file itself.
+    from_file = await _answers(_FileOnly(path))
+    assert from_memory == from_file
+    assert any(from_memory[3:])  # the searches found something
+
+
+async def test_a_change_to_the_file_reaches_the_copy(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.db"
+    store = await SqliteProductStore.open(path, refresh_s=0.05)
+    try:
+        before = await store.get("prod-chemex")
+        assert before is not None
+        assert not await store.refresh()  # nothing changed: no new copy
+        # Another process (the catalog serves no writes) reprices it.
+        with sqlite3.connect(path) as other:
+            other.execute("UPDATE products SET price_minor = 1 WHERE id = 'prod-chemex'")
+        for _ in range(200):  # the watcher looks every 50 ms
+            after = await store.get("prod-chemex")
+            if after != before:
+                break
+            await asyncio.sleep(0.01)
+        assert after is not None
+        assert after.price.amount_minor == 1
+        assert await _answers(store) == await _answers(_FileOnly(path))
+    finally:
+        await store.close()
+
+
+class _FileOnly(SqliteProductStore):
+    """Reads the file itself on every call: the reference the copy must match."""
+
+    def __init__(self, path: Path) -> None:  # no aiosqlite, no copy, no watcher
+        self._memory = sqlite3.connect(path)
