@@ -13,7 +13,9 @@ the command that made it. Then `bench.checkout` times whole checkouts
 call into bench/gateway.md, and `bench.mtls` what the mesh's mTLS and policy
 add to one into bench/mtls.md, and `bench.mesh` what the whole in-process
 mesh adds to a hop and how fast an open breaker fails a call into
-bench/mesh.md. `--only calls|checkout|gateway|mtls|mesh` runs one of them.
+bench/mesh.md, and `bench.stack` the time from start to all healthy and
+every process's memory into bench/stack.md. `--only
+calls|checkout|gateway|mtls|mesh|stack` runs one of them.
 The first three run the services with MESH_MTLS=off: they measure the
 services and the gateway; bench/mtls.md gives what mTLS adds per hop, and
 bench/mesh.md what everything the mesh does adds.
@@ -42,6 +44,7 @@ from bench.load import Call, Prepare, Sample, get_product, interleave
 from bench.mesh import BARE, measure_breaker, measure_hops, render_mesh, start_hops
 from bench.mtls import measure_mtls, render_mtls, start_catalogs
 from bench.report import header, percentile
+from bench.stack import measure_stack, render_stack
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import REPO_ROOT, LocalService, Topology
 from shop.common.v1.common_pb2 import Money
@@ -53,7 +56,8 @@ CHECKOUT_RESULTS = REPO_ROOT / "bench" / "checkout.md"
 GATEWAY_RESULTS = REPO_ROOT / "bench" / "gateway.md"
 MTLS_RESULTS = REPO_ROOT / "bench" / "mtls.md"
 MESH_RESULTS = REPO_ROOT / "bench" / "mesh.md"
-BENCHMARKS = ("calls", "checkout", "gateway", "mtls", "mesh")
+STACK_RESULTS = REPO_ROOT / "bench" / "stack.md"
+BENCHMARKS = ("calls", "checkout", "gateway", "mtls", "mesh", "stack")
 MODES = ("tracing on", "tracing off")
 
 
@@ -189,6 +193,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--mtls-output", type=Path, default=MTLS_RESULTS)
     parser.add_argument("--mesh-output", type=Path, default=MESH_RESULTS)
+    parser.add_argument("--stack-output", type=Path, default=STACK_RESULTS)
     parser.add_argument("--only", choices=BENCHMARKS, help="run one of the benchmarks")
     args = parser.parse_args(argv)
     os.environ["MESH_MTLS"] = "off"  # bench.mtls turns it on for what it measures
@@ -228,6 +233,10 @@ def main(argv: list[str]) -> int:
             breaker = asyncio.run(measure_breaker(started.endpoints[BARE]))
             started.client_traces.shutdown()
         _write(args.mesh_output, render_mesh(hops, breaker, command))
+    if "stack" in chosen:
+        with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
+            footprint = measure_stack(Path(tmp))
+        _write(args.stack_output, render_stack(footprint, command))
     return 0
 
 
