@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import re
@@ -51,7 +50,7 @@ import grpc
 import yaml
 
 from mesh.config import ConfigError, Env
-from mesh.yamlschema import FLOAT, INT, NodeChecker, SchemaError, child, compose, kind
+from mesh.yamlschema import INT, NodeChecker, SchemaError, child, compose, kind
 
 __all__ = [
     "EVERY_METHOD",
@@ -75,7 +74,6 @@ _TOP_KEYS = ("version", "faults")
 _RULE_KEYS = ("delay_ms", "error_ratio", "error_code")
 # A method's name as a proto declares it.
 _METHOD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SCALARS = yaml.constructor.SafeConstructor()
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,9 @@ class _Checker(NodeChecker):
             raise self.fail(node, key, f"a rule needs at least one of {', '.join(_RULE_KEYS)}")
         rule = FaultRule()
         if "delay_ms" in fields:
-            rule = _replace(rule, delay_ms=self.delay(fields["delay_ms"], child(key, "delay_ms")))
+            rule = _replace(
+                rule, delay_ms=self.integer(fields["delay_ms"], child(key, "delay_ms"), 0)
+            )
         if "error_ratio" in fields:
             ratio = self.ratio(fields["error_ratio"], child(key, "error_ratio"))
             rule = _replace(rule, error_ratio=ratio)
@@ -176,26 +176,6 @@ class _Checker(NodeChecker):
             code = self.code(fields["error_code"], child(key, "error_code"))
             rule = _replace(rule, error_code=code)
         return rule
-
-    def delay(self, node: yaml.Node, key: str) -> int:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
-            raise self.fail(node, key, f"must be an integer, got {kind(node)}")
-        value = int(_SCALARS.construct_yaml_int(node))
-        if value < 0:
-            raise self.fail(node, key, f"must be at least 0, got {value}")
-        return value
-
-    def ratio(self, node: yaml.Node, key: str) -> float:
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in (INT, FLOAT):
-            raise self.fail(node, key, f"must be a number, got {kind(node)}")
-        value = float(
-            _SCALARS.construct_yaml_int(node)
-            if node.tag == INT
-            else _SCALARS.construct_yaml_float(node)
-        )
-        if not (math.isfinite(value) and 0 <= value <= 1):
-            raise self.fail(node, key, f"must be within [0, 1], got {node.value}")
-        return value
 
     def code(self, node: yaml.Node, key: str) -> grpc.StatusCode:
         name = self.text(node, key)

@@ -13,7 +13,6 @@ path relative to the repository root (the image's /app), or absolute.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,6 @@ from mesh.traffic import (
     duration,
 )
 from mesh.yamlschema import (
-    FLOAT,
     INT,
     NodeChecker,
     child,
@@ -77,7 +75,6 @@ _RETRY_KEYS = (
 )
 _THROTTLING_KEYS = ("max_tokens", "token_ratio")
 _BREAKER_KEYS = tuple(f.name for f in dataclasses.fields(BreakerConfig))
-_SCALARS = yaml.constructor.SafeConstructor()
 
 
 def traffic_file(env: Env) -> Path:
@@ -298,27 +295,6 @@ class _Checker(NodeChecker):
             codes.append(name)
         return tuple(codes)
 
-    def integer(self, node: yaml.Node, key: str, low: int, high: int | None = None) -> int:
-        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
-            raise self.fail(node, key, f"must be an integer, got {kind(node)}")
-        value = _SCALARS.construct_yaml_int(node)
-        if value < low or (high is not None and value > high):
-            span = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise self.fail(node, key, f"must be {span}, got {value}")
-        return value
-
-    def number(self, node: yaml.Node, key: str) -> float:
-        if not isinstance(node, yaml.ScalarNode) or node.tag not in (INT, FLOAT):
-            raise self.fail(node, key, f"must be a number, got {kind(node)}")
-        value = float(
-            _SCALARS.construct_yaml_int(node)
-            if node.tag == INT
-            else _SCALARS.construct_yaml_float(node)
-        )
-        if not math.isfinite(value):
-            raise self.fail(node, key, f"must be a finite number, got {node.value}")
-        return value
-
     def positive(self, node: yaml.Node, key: str) -> float:
         value = self.number(node, key)
         if value <= 0:
@@ -344,14 +320,6 @@ class _Checker(NodeChecker):
                 node, key, f"gRPC reads three decimals at most; write {round(value, 3):g}"
             )
         return round(value, 3)
-
-    def ratio(self, node: yaml.Node, key: str) -> float:
-        value = self.number(node, key)
-        if not 0 <= value <= 1:
-            raise self.fail(node, key, f"must be within [0, 1], got {value:g}")
-        return value
-
-    # Structure.
 
     def mapping(
         self,

@@ -9,6 +9,7 @@ first.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STR = "tag:yaml.org,2002:str"
 INT = "tag:yaml.org,2002:int"
 FLOAT = "tag:yaml.org,2002:float"
+_SCALARS = yaml.constructor.SafeConstructor()
 _KINDS = {
     STR: "a string",
     INT: "an integer",
@@ -117,6 +119,33 @@ class NodeChecker:
         if not isinstance(node, yaml.ScalarNode) or node.tag != STR or not node.value.strip():
             raise self.fail(node, key, f"must be a non-empty string, got {kind(node)}")
         return str(node.value)
+
+    def integer(self, node: yaml.Node, key: str, low: int, high: int | None = None) -> int:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != INT:
+            raise self.fail(node, key, f"must be an integer, got {kind(node)}")
+        value = int(_SCALARS.construct_yaml_int(node))
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise self.fail(node, key, f"must be {span}, got {value}")
+        return value
+
+    def number(self, node: yaml.Node, key: str) -> float:
+        if not isinstance(node, yaml.ScalarNode) or node.tag not in (INT, FLOAT):
+            raise self.fail(node, key, f"must be a number, got {kind(node)}")
+        value = float(
+            _SCALARS.construct_yaml_int(node)
+            if node.tag == INT
+            else _SCALARS.construct_yaml_float(node)
+        )
+        if not math.isfinite(value):
+            raise self.fail(node, key, f"must be a finite number, got {node.value}")
+        return value
+
+    def ratio(self, node: yaml.Node, key: str) -> float:
+        value = self.number(node, key)
+        if not 0 <= value <= 1:
+            raise self.fail(node, key, f"must be within [0, 1], got {value:g}")
+        return value
 
 
 def child(key: str, name: str) -> str:

@@ -70,7 +70,7 @@ def test_no_rules(text: str) -> None:
         ("faults:\n  catalog:\n    Get: {delay_ms: true}", "must be an integer, got a boolean"),
         ("faults:\n  catalog:\n    Get: {error_ratio: 1.5}", "must be within [0, 1], got 1.5"),
         ("faults:\n  catalog:\n    Get: {error_ratio: -0.1}", "must be within [0, 1]"),
-        ("faults:\n  catalog:\n    Get: {error_ratio: .nan}", "must be within [0, 1]"),
+        ("faults:\n  catalog:\n    Get: {error_ratio: .nan}", "must be a finite number"),
         ("faults:\n  catalog:\n    Get: {error_ratio: half}", "must be a number, got a string"),
         ("faults:\n  catalog:\n    Get: {error_code: OK}", "'OK' is not a gRPC status code"),
         ("faults:\n  catalog:\n    Get: {error_code: unavailable}", "(write UNAVAILABLE)"),
