@@ -32,35 +32,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
-import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, start_http_server
 
-from mesh.breaker import BreakerState
 from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.certs import CertificateError, identity_of, service_of
 from mesh.interceptors import (
-    ClientContinuation,
     Continuation,
     Handler,
     ServerInterceptor,
-    StreamStreamClient,
-    StreamUnaryClient,
-    UnaryStreamClient,
-    UnaryUnaryClient,
     wrap_every_shape,
 )
+from mesh.metrics_client import WatchedBreakers, edge_interceptors, split_method
 from tracing.provider import build_resource, tracing_disabled
 
 __all__ = [
@@ -83,15 +74,6 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 PREVIOUS_ATTEMPTS_HEADER = "grpc-previous-rpc-attempts"
 UNKNOWN_CALLER = "unknown"
 OTHER = "_OTHER"  # OpenTelemetry's name for a method the server does not know
-BREAKER_STATES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
-
-
-def _split(method: str | bytes) -> tuple[str, str]:
-    """(`package.Service`, `Method`) of `/package.Service/Method`."""
-    # grpc.aio gives a client interceptor the method as bytes.
-    text = method.decode() if isinstance(method, bytes) else method
-    service, _, name = text.removeprefix("/").rpartition("/")
-    return service, name
 
 
 @functools.lru_cache(maxsize=256)
@@ -145,7 +127,7 @@ class Metrics:
             description="Duration of calls this process made, start to status",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self._breakers = _Breakers()
+        self._breakers = WatchedBreakers()
         meter.create_observable_gauge(
             "mesh.breaker.state",
             callbacks=[self._breakers.states],
@@ -166,14 +148,7 @@ class Metrics:
         return _ServerMetrics(self)
 
     def client_interceptors(self, callee: str) -> list[grpc.aio.ClientInterceptor]:
-        recorder = _ClientRecorder(self, callee)
-        shapes: list[object] = [
-            _UnaryUnaryMetrics(recorder),
-            _UnaryStreamMetrics(recorder),
-            _StreamUnaryMetrics(recorder),
-            _StreamStreamMetrics(recorder),
-        ]
-        return cast("list[grpc.aio.ClientInterceptor]", shapes)
+        return edge_interceptors(self.client_duration, callee)
 
     def watch_breaker(self, breaker: BreakerInterceptor) -> None:
         self._breakers.watch(breaker)
@@ -205,7 +180,7 @@ class _ServerMetrics(ServerInterceptor):
     async def _measured(
         self, method: str, context: Any, *, start: float, retried: bool
     ) -> AsyncIterator[None]:
-        service, name = _split(method)
+        service, name = split_method(method)
         who = caller(context)
         if retried:
             attributes = {"rpc.service": service, "rpc.method": name, "mesh.caller": who}
@@ -229,182 +204,6 @@ class _ServerMetrics(ServerInterceptor):
                     "mesh.caller": who,
                 },
             )
-
-
-class _ClientRecorder:
-    """What the four client interceptors of one callee share."""
-
-    def __init__(self, metrics: Metrics, callee: str) -> None:
-        self._histogram = metrics.client_duration
-        self._callee = callee
-        # Strong references to the tasks that record streaming calls: the
-        # event loop keeps only weak ones.
-        self._pending: set[asyncio.Task[None]] = set()
-
-    def record(self, method: str | bytes, code: grpc.StatusCode, start: float) -> None:
-        service, name = _split(method)
-        self._histogram.record(
-            time.perf_counter() - start,
-            {
-                "rpc.service": service,
-                "rpc.method": name,
-                "rpc.grpc.status_code": code.name,
-                "mesh.callee": self._callee,
-            },
-        )
-
-    async def unary(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        start = time.perf_counter()
-        call = await self._start(continuation, details, request, start)
-        try:
-            code = await call.code()
-        except asyncio.CancelledError:
-            # Cancelling the intercepted call only cancels this task: end the
-            # RPC under it too, so that the callee stops working.
-            call.cancel()
-            self.record(details.method, grpc.StatusCode.CANCELLED, start)
-            raise
-        self.record(details.method, code, start)
-        return call
-
-    async def streaming(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        """Starts a call with a streaming side; it is recorded when it is done."""
-        start = time.perf_counter()
-        call = await self._start(continuation, details, request, start)
-        context = contextvars.copy_context()
-
-        async def record_when_done(finished: Any) -> None:
-            self.record(details.method, await finished.code(), start)
-
-        def done(finished: Any) -> None:
-            loop = asyncio.get_running_loop()
-            task = loop.create_task(record_when_done(finished), context=context)
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-
-        call.add_done_callback(done)
-        return call
-
-    async def _start(
-        self,
-        continuation: ClientContinuation,
-        details: grpc.aio.ClientCallDetails,
-        request: Any,
-        start: float,
-    ) -> Any:
-        try:
-            return await continuation(details, request)
-        except grpc.aio.AioRpcError as error:  # a later interceptor ended it (a breaker)
-            self.record(details.method, error.code(), start)
-            raise
-        except asyncio.CancelledError:
-            self.record(details.method, grpc.StatusCode.CANCELLED, start)
-            raise
-
-
-class _UnaryUnaryMetrics(UnaryUnaryClient):
-    def __init__(self, recorder: _ClientRecorder) -> None:
-        self._recorder = recorder
-
-    async def intercept_unary_unary(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await self._recorder.unary(continuation, details, request)
-
-
-class _UnaryStreamMetrics(UnaryStreamClient):
-    def __init__(self, recorder: _ClientRecorder) -> None:
-        self._recorder = recorder
-
-    async def intercept_unary_stream(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await self._recorder.streaming(continuation, details, request)
-
-
-class _StreamUnaryMetrics(StreamUnaryClient):
-    def __init__(self, recorder: _ClientRecorder) -> None:
-        self._recorder = recorder
-
-    async def intercept_stream_unary(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, requests: Any
-    ) -> Any:
-        return await self._recorder.streaming(continuation, details, requests)
-
-
-class _StreamStreamMetrics(StreamStreamClient):
-    def __init__(self, recorder: _ClientRecorder) -> None:
-        self._recorder = recorder
-
-    async def intercept_stream_stream(
-        self, continuation: ClientContinuation, details: grpc.aio.ClientCallDetails, requests: Any
-    ) -> Any:
-        return await self._recorder.streaming(continuation, details, requests)
-
-
-class _Breakers:
-    """The breakers watched, read by the observable instruments' callbacks.
-
-    The callbacks run in the HTTP listener's thread, so they never touch a
-    `CircuitBreaker` (reading its `state` may change it; it is not
-    thread-safe): a listener keeps each breaker's last state here, under a
-    lock. An open breaker turns half-open lazily, on the next call that meets
-    it, so the gauge shows open until then.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._states: weakref.WeakKeyDictionary[BreakerInterceptor, BreakerState] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def watch(self, breaker: BreakerInterceptor) -> None:
-        with self._lock:
-            if breaker in self._states:
-                return
-            self._states[breaker] = breaker.breaker.state
-        reference = weakref.ref(breaker)
-
-        def on_change(old: BreakerState, new: BreakerState) -> None:
-            watched = reference()
-            if watched is not None:
-                with self._lock:
-                    self._states[watched] = new
-
-        breaker.breaker.add_listener(on_change)
-
-    def _watched(self) -> list[tuple[BreakerInterceptor, BreakerState]]:
-        with self._lock:
-            return list(self._states.items())
-
-    def states(self, options: CallbackOptions) -> Iterable[Observation]:
-        worst: dict[str, int] = {}  # several channels may share a name: the worst state
-        for breaker, state in self._watched():
-            worst[breaker.name] = max(worst.get(breaker.name, 0), BREAKER_STATES[state])
-        return [Observation(value, {"mesh.callee": name}) for name, value in worst.items()]
-
-    def rejected(self, options: CallbackOptions) -> Iterable[Observation]:
-        totals: dict[str, int] = {}
-        for breaker, _ in self._watched():
-            totals[breaker.name] = totals.get(breaker.name, 0) + breaker.rejected
-        return [Observation(value, {"mesh.callee": name}) for name, value in totals.items()]
-
-    def transitions(self, options: CallbackOptions) -> Iterable[Observation]:
-        totals: dict[tuple[str, str, str], int] = {}
-        for breaker, _ in self._watched():
-            # dict.copy copies in C, under the GIL: no torn read of a Counter
-            # the event loop's thread is updating.
-            for (old, new), count in dict.copy(breaker.transitions).items():
-                key = (breaker.name, old.value, new.value)
-                totals[key] = totals.get(key, 0) + count
-        return [
-            Observation(count, {"mesh.callee": name, "from": old, "to": new})
-            for (name, old, new), count in totals.items()
-        ]
 
 
 class MetricsEndpoint:
