@@ -47,7 +47,7 @@ $(BIN)/.go-tools: tools/go/go.mod tools/go/go.sum
 	touch $@
 
 .PHONY: tools
-tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, buf, nats-server)
+tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, ghz, buf, nats-server)
 
 # --- services that compile ----------------------------------------------------
 # inventory (Go) and payments (TypeScript) are built into git-ignored folders;
@@ -65,6 +65,11 @@ $(INVENTORY_BIN): $(INVENTORY_SRC)
 $(PAYMENTS_JS): $(PAYMENTS_SRC) node_modules/.installed
 	npx --no-install tsc -p services/payments/tsconfig.json
 	touch $@
+
+# The grpc-go echo server, an anchor of bench/anchors.md (a module of its own).
+ECHO_GO_BIN := $(BUILD)/bin/echo-go
+$(ECHO_GO_BIN): $(wildcard bench/echo-go/*.go) bench/echo-go/go.mod bench/echo-go/go.sum
+	cd bench/echo-go && go build -o $@ .
 
 .PHONY: build
 build: $(INVENTORY_BIN) $(PAYMENTS_JS) ## Build the Go and TypeScript services
@@ -95,7 +100,7 @@ protos-baseline: tools ## Record the current contracts as the baseline `buf brea
 
 # --- checks ------------------------------------------------------------------
 
-GO_MODULES := gen/go services/inventory tests/contract/wire/go
+GO_MODULES := gen/go services/inventory tests/contract/wire/go bench/echo-go
 
 .PHONY: lint
 lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
@@ -201,7 +206,7 @@ bench-tools: $(NGINX_STAMP) ## Unpack the pinned nginx that `make bench` compare
 # Without nginx (no network, say) the gateway benchmark still runs and its
 # results say why the nginx rows are missing.
 .PHONY: bench
-bench: tools build ## Measure latency: calls per service (bench/results.md), checkouts (bench/checkout.md), gateway vs nginx (bench/gateway.md)
+bench: tools build $(ECHO_GO_BIN) ## Measure latency and footprint into bench/*.md: anchors, calls per service, checkouts, gateway vs nginx, mTLS, the whole mesh, the stack
 	$(MAKE) bench-tools || echo "make bench: nginx could not be unpacked; bench/gateway.md will say so" >&2
 	$(PY) -m bench
 

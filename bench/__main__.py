@@ -14,8 +14,11 @@ call into bench/gateway.md, and `bench.mtls` what the mesh's mTLS and policy
 add to one into bench/mtls.md, and `bench.mesh` what the whole in-process
 mesh adds to a hop and how fast an open breaker fails a call into
 bench/mesh.md, and `bench.stack` the time from start to all healthy and
-every process's memory into bench/stack.md. `--only
-calls|checkout|gateway|mtls|mesh|stack` runs one of them.
+every process's memory into bench/stack.md. First of all,
+`bench.anchors` measures the floors every figure is read against (a bare
+grpc.aio echo, a grpc-go echo, the echo behind two nginx sidecars, catalog
+direct; ghz cross-checks the client) into bench/anchors.md. `--only
+anchors|calls|checkout|gateway|mtls|mesh|stack` runs one of them.
 The first three run the services with MESH_MTLS=off: they measure the
 services and the gateway; bench/mtls.md gives what mTLS adds per hop, and
 bench/mesh.md what everything the mesh does adds.
@@ -38,6 +41,7 @@ from typing import TypeVar
 
 import grpc
 
+from bench.anchors import ECHO_GO, GHZ, measure_anchors, render_anchors, start_anchors
 from bench.checkout import measure_checkout, render_checkout, start_mesh
 from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
 from bench.load import Call, Prepare, Sample, get_product, interleave
@@ -57,7 +61,8 @@ GATEWAY_RESULTS = REPO_ROOT / "bench" / "gateway.md"
 MTLS_RESULTS = REPO_ROOT / "bench" / "mtls.md"
 MESH_RESULTS = REPO_ROOT / "bench" / "mesh.md"
 STACK_RESULTS = REPO_ROOT / "bench" / "stack.md"
-BENCHMARKS = ("calls", "checkout", "gateway", "mtls", "mesh", "stack")
+ANCHORS_RESULTS = REPO_ROOT / "bench" / "anchors.md"
+BENCHMARKS = ("anchors", "calls", "checkout", "gateway", "mtls", "mesh", "stack")
 MODES = ("tracing on", "tracing off")
 
 
@@ -194,11 +199,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--mtls-output", type=Path, default=MTLS_RESULTS)
     parser.add_argument("--mesh-output", type=Path, default=MESH_RESULTS)
     parser.add_argument("--stack-output", type=Path, default=STACK_RESULTS)
+    parser.add_argument("--anchors-output", type=Path, default=ANCHORS_RESULTS)
+    parser.add_argument(
+        "--echo-go", type=Path, default=ECHO_GO, help="the grpc-go echo anchor's binary"
+    )
+    parser.add_argument(
+        "--ghz", type=Path, default=GHZ, help="the ghz binary that cross-checks the client"
+    )
     parser.add_argument("--only", choices=BENCHMARKS, help="run one of the benchmarks")
     args = parser.parse_args(argv)
     os.environ["MESH_MTLS"] = "off"  # bench.mtls turns it on for what it measures
     command = "make bench" if not argv else "python -m bench " + " ".join(argv)
     chosen = BENCHMARKS if args.only is None else (args.only,)
+    if "anchors" in chosen:
+        with _started(lambda run_dir: start_anchors(run_dir, args.nginx, args.echo_go)) as anchors:
+            by_anchor = {
+                c: asyncio.run(measure_anchors(anchors, args.calls, args.rounds, c, args.ghz))
+                for c in args.concurrency
+            }
+        _write(args.anchors_output, render_anchors(by_anchor, anchors, command, args.ghz))
     if "calls" in chosen:
         with _started(start_services) as targets:
             results = {

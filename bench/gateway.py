@@ -8,7 +8,7 @@ bytes and does nothing else: the floor for any Python grpc.aio gateway, so
 what ours adds above it is our code), and nginx as the reference gateway:
 `grpc_pass` to an upstream block with `keepalive 32`, one process
 (`master_process off`), its prefix, configuration and error log in the run's
-temporary folder. All of them
+temporary folder (`bench.nginx`, which `bench.anchors` shares). All of them
 take the same calls from `bench.load`, rounds interleaved, and a gateway's
 added latency is its median minus the direct median at the same concurrency.
 The gateway issue's target is on the 1-in-flight figures: ours adds at most
@@ -21,20 +21,19 @@ not start, the nginx rows are missing and the results say why.
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.checkout import start_mesh
 from bench.load import Sample, get_product, interleave
+from bench.nginx import NGINX, NginxUnavailable, start_nginx
 from bench.report import header, percentile
-from localmode.processes import Stack, StartError, free_port
-from localmode.topology import REPO_ROOT, LocalService
+from localmode.processes import Stack, free_port
+from localmode.topology import LocalService
 
 __all__ = ["NGINX", "GatewayTargets", "measure_gateways", "render_gateway", "start_gateways"]
 
-NGINX = REPO_ROOT / ".tools" / "nginx" / "usr" / "sbin" / "nginx"
 DIRECT = "direct to catalog"
 OURS = "our gateway"
 OURS_QUIET = "our gateway, access log off"
@@ -42,36 +41,6 @@ BARE = "bare grpc.aio proxy"
 REFERENCE = "nginx grpc_pass"
 TARGET_RATIO = 2.0  # ours may add at most this many times what nginx adds
 UNTRACED = {"OTEL_SDK_DISABLED": "true"}
-
-# One process, no daemon; every path nginx would write under /var goes to
-# the prefix. keepalive_requests lifts the default of 1000 calls per
-# connection, after which nginx would close the client's or the upstream's
-# HTTP/2 connection mid-run and charge a reconnection to some call.
-NGINX_CONF = """\
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    upstream catalog {{
-        server {catalog};
-        keepalive 32;
-        keepalive_requests 1000000;
-    }}
-    server {{
-        listen {listen} http2;
-        keepalive_requests 1000000;
-        location / {{
-            grpc_pass grpc://catalog;
-        }}
-    }}
-}}
-"""
 
 
 @dataclass
@@ -113,34 +82,6 @@ def _bare_proxy(catalog: str, run_dir: Path) -> LocalService:
     )
 
 
-def _nginx(binary: Path, catalog: str, run_dir: Path) -> LocalService:
-    prefix = run_dir / "nginx"
-    prefix.mkdir(parents=True, exist_ok=True)
-    listen = f"127.0.0.1:{free_port()}"
-    conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, catalog=catalog, listen=listen))
-    return LocalService(
-        name="nginx",
-        command=(
-            str(binary),
-            *("-p", str(prefix), "-c", str(conf)),
-            *("-g", "daemon off; master_process off;"),
-        ),
-        environment={},
-        ready=f"grpc://{listen}",  # a health check through nginx reaches catalog's
-        ports={},
-        run_dir=run_dir,
-    )
-
-
-def nginx_version(binary: Path) -> str:
-    """`nginx/1.22.1`, from `nginx -v` (which writes to stderr)."""
-    done = subprocess.run(
-        [str(binary), "-v"], capture_output=True, text=True, timeout=10, check=True
-    )
-    return done.stderr.strip().removeprefix("nginx version: ")
-
-
 def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTargets]:
     """Starts catalog, our gateway twice, the bare proxy and nginx; stops all if one fails.
 
@@ -160,17 +101,12 @@ def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTa
         bare = _bare_proxy(catalog, run_dir)
         stack.start(bare)
         targets[BARE] = str(bare.grpc_target)
-        if not nginx.is_file():
-            return stack, GatewayTargets(
-                targets, f"not measured: {nginx} is missing (`make bench-tools` unpacks it)"
-            )
         try:
-            version = nginx_version(nginx)
-            service = _nginx(nginx, catalog, run_dir)
-            stack.start(service, timeout_s=20)
-        except (OSError, subprocess.SubprocessError, StartError) as error:
-            reason = " ".join(str(error).split()).rstrip(".")  # it goes into a sentence
-            return stack, GatewayTargets(targets, f"not measured: nginx did not start: {reason}")
+            service, version = start_nginx(
+                nginx, catalog, run_dir, lambda proxy: stack.start(proxy, timeout_s=20)
+            )
+        except NginxUnavailable as why:
+            return stack, GatewayTargets(targets, f"not measured: {why}")
         targets[REFERENCE] = str(service.grpc_target)
     except BaseException:
         stack.stop()
