@@ -147,6 +147,8 @@ def start_services(run_dir: Path) -> tuple[Stack, dict[Key, str]]:
     targets: dict[Key, str] = {}
     for scenario in SCENARIOS:
         traced = topology.resolve(scenario.service, ports, run_dir / scenario.service)
+        # Tracing is what differs; neither copy serves metrics (one port each).
+        traced = replace(traced, environment={**traced.environment, "MESH_METRICS_ADDRESS": ""})
         untraced = _untraced(traced)
         services += [traced, untraced]
         for mode, service in zip(MODES, (traced, untraced), strict=True):
