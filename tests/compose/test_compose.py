@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import pytest
 
 from localmode.topology import REPO_ROOT
+from mesh.faultctl import write as write_faults
 from tests.conftest import GRPCURL, require_tool
 from tracing.jaeger import wait_for_trace
 
@@ -58,14 +59,19 @@ KEY_VARIABLES = (
 SIX = {"gateway", "catalog", "orders", "inventory", "payments", "notifications"}
 ONE_SHOT = "certs"  # makes the mesh's certificates, then exits
 PUBLISHED = {("gateway", 8080), ("jaeger", 16686)}
+# The compose test's own published ports: free ones, on loopback only; and
+# its own fault file's folder in place of ./faults (volumes merge by target),
+# so that a `make fault` for a stack the user has up is neither read nor touched.
 OVERRIDE = """\
-# The compose test's own published ports: free ones, on loopback only.
 services:
   gateway:
     ports: !override ["127.0.0.1::8080"]
+    volumes: ["{faults}:/faults:ro"]
   jaeger:
     ports: !override ["127.0.0.1::16686"]
 """
+FAULTS_MOUNT = '  {service}:\n    volumes: ["{faults}:/faults:ro"]\n'
+FAULTED = ("catalog", "orders", "inventory", "payments", "notifications")  # and the gateway
 BUILD_TIMEOUT_S = 40 * 60
 UP_TIMEOUT_S = 300
 CALL_TIMEOUT_S = 30
@@ -232,7 +238,11 @@ def stack(
             pytest.fail(f"{tool} is not on PATH: run the test with `make compose-test`")
     workdir = tmp_path_factory.mktemp("compose")
     run([sys.executable, str(MAKE_ENV), str(workdir / ".env")], os.environ, 30, True)
-    (workdir / "compose.test.yaml").write_text(OVERRIDE)
+    faults = workdir / "faults"
+    faults.mkdir(mode=0o755)
+    faults.chmod(0o755)  # read by the services' own users
+    mounts = "".join(FAULTS_MOUNT.format(service=s, faults=faults) for s in FAULTED)
+    (workdir / "compose.test.yaml").write_text(OVERRIDE.format(faults=faults) + mounts)
     # Not the test session's MESH_MTLS=off: the stack runs as a user's does.
     env = {k: v for k, v in os.environ.items() if k not in (*KEY_VARIABLES, "MESH_MTLS")}
     stack = Stack(
@@ -588,3 +598,63 @@ def test_a_killed_and_replaced_orders_container_keeps_its_orders(
     order = wait_until("the order, from the new orders container", get_order, WAIT_S, 1.0)
     assert order["id"] == checkout.order_id
     assert order["status"] == "ORDER_STATUS_CONFIRMED"
+
+
+# Run inside the gateway's container: every service's metrics endpoint, by
+# its name in the compose network.
+METRICS_CHECK = """
+import json, urllib.request
+ports = {"gateway": 9460, "orders": 9462, "inventory": 9463, "payments": 9464}
+texts = {}
+for name, port in ports.items():
+    with urllib.request.urlopen(f"http://{name}:{port}/metrics", timeout=10) as reply:
+        texts[name] = reply.read().decode()
+print(json.dumps(texts))
+"""
+
+
+def _has_sample(text: str, name: str, **labels: str) -> bool:
+    """Whether a sample of `name` carries every one of `labels` (any order)."""
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return any(
+        line.startswith(name + "{") and all(w in line for w in wanted) for line in text.splitlines()
+    )
+
+
+def test_every_service_serves_red_metrics_by_edge(stack: Stack, checkout: Checkout) -> None:
+    out = stack.compose("exec", "-T", "gateway", "python", "-c", METRICS_CHECK).stdout
+    texts: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    count = "rpc_server_call_duration_seconds_count"
+    ok = {"rpc_grpc_status_code": "OK"}
+    # orders may be a container recreated since the checkout (an earlier
+    # test kills it): any call of the gateway's will do there.
+    orders = {"rpc_service": "shop.orders.v1.OrdersService"}
+    assert _has_sample(texts["orders"], count, mesh_caller="gateway", **orders, **ok)
+    for service, method in (("inventory", "ReserveStock"), ("payments", "Charge")):
+        assert _has_sample(texts[service], count, rpc_method=method, mesh_caller="orders", **ok)
+    assert _has_sample(
+        texts["gateway"], "rpc_client_call_duration_seconds_count", mesh_callee="orders", **ok
+    )
+
+
+def test_a_fault_switched_at_run_time_reaches_the_container(stack: Stack) -> None:
+    faults = stack.workdir / "faults" / "faults.yaml"
+    rule = {"catalog": {"GetProduct": {"error_ratio": 1, "error_code": "RESOURCE_EXHAUSTED"}}}
+    product = ("shop.catalog.v1.CatalogService/GetProduct", {"id": "prod-chemex"})
+    injected = "injected fault in /shop.catalog.v1.CatalogService/GetProduct"
+    try:
+        write_faults(faults, rule)
+        wait_until(
+            "the fault",
+            lambda: injected in stack.grpcurl(*product, check=False).stderr or None,
+            timeout_s=WAIT_S,
+            every_s=0.5,
+        )
+    finally:
+        write_faults(faults, {})
+    wait_until(
+        "the fault cleared",  # the gateway's breaker may have opened meanwhile: 5 s
+        lambda: stack.grpcurl(*product, check=False).returncode == 0 or None,
+        timeout_s=WAIT_S,
+        every_s=0.5,
+    )
