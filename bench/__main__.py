@@ -33,7 +33,7 @@ import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ import grpc
 from bench.anchors import ECHO_GO, GHZ, measure_anchors, render_anchors, start_anchors
 from bench.checkout import measure_checkout, render_checkout, start_mesh
 from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
-from bench.load import Call, Prepare, Sample, get_product, interleave
+from bench.load import Call, Metadata, Prepare, Sample, get_product, interleave
 from bench.mesh import BARE, measure_breaker, measure_hops, render_mesh, start_hops
 from bench.mtls import measure_mtls, render_mtls, start_catalogs
 from bench.report import header, percentile
@@ -63,16 +63,22 @@ MESH_RESULTS = REPO_ROOT / "bench" / "mesh.md"
 STACK_RESULTS = REPO_ROOT / "bench" / "stack.md"
 ANCHORS_RESULTS = REPO_ROOT / "bench" / "anchors.md"
 BENCHMARKS = ("anchors", "calls", "checkout", "gateway", "mtls", "mesh", "stack")
-MODES = ("tracing on", "tracing off")
+SAMPLED = "tracing on, sampled"
+UNSAMPLED = "tracing on, parent unsampled"
+OFF = "tracing off"
+MODES = (SAMPLED, UNSAMPLED, OFF)
+# A caller whose trace is not sampled (W3C flags 00): the service must follow
+# its decision, recording nothing and passing the context on.
+UNSAMPLED_PARENT: Metadata = (("traceparent", f"00-{'ab' * 16}-{'cd' * 8}-00"),)
 
 
-async def get_stock(channel: grpc.aio.Channel) -> Call:
+async def get_stock(channel: grpc.aio.Channel, metadata: Metadata = ()) -> Call:
     stub = inventory_pb2_grpc.InventoryServiceStub(channel)
     request = inventory_pb2.GetStockRequest(product_ids=["prod-chemex"])
-    return lambda: stub.GetStock(request, timeout=5)
+    return lambda: stub.GetStock(request, timeout=5, metadata=metadata)
 
 
-async def get_payment(channel: grpc.aio.Channel) -> Call:
+async def get_payment(channel: grpc.aio.Channel, metadata: Metadata = ()) -> Call:
     """Charges once (idempotent by key), then reads that payment back."""
     stub = payments_pb2_grpc.PaymentsServiceStub(channel)
     card = payments_pb2.Card(
@@ -91,14 +97,25 @@ async def get_payment(channel: grpc.aio.Channel) -> Call:
         timeout=5,
     )
     request = payments_pb2.GetPaymentRequest(id=charged.payment.id)
-    return lambda: stub.GetPayment(request, timeout=5)
+    return lambda: stub.GetPayment(request, timeout=5, metadata=metadata)
+
+
+# A channel and the metadata every call sends -> the call to repeat.
+PrepareWith = Callable[[grpc.aio.Channel, Metadata], Awaitable[Call]]
 
 
 @dataclass(frozen=True)
 class Scenario:
     label: str  # how the table names it
     service: str  # compose.yaml service
-    prepare: Prepare
+    prepare: PrepareWith
+
+
+def _sending(prepare: PrepareWith, metadata: Metadata) -> Prepare:
+    async def prepared(channel: grpc.aio.Channel) -> Call:
+        return await prepare(channel, metadata)
+
+    return prepared
 
 
 SCENARIOS = (
@@ -117,7 +134,10 @@ async def measure(
     targets: dict[Key, str], calls: int, rounds: int, concurrency: int
 ) -> dict[Key, Sample]:
     scenarios = {s.label: s for s in SCENARIOS}
-    prepared = {key: (scenarios[key[0]].prepare, target) for key, target in targets.items()}
+    prepared: dict[Key, tuple[Prepare, str]] = {}
+    for (label, mode), target in targets.items():
+        metadata = UNSAMPLED_PARENT if mode == UNSAMPLED else ()
+        prepared[label, mode] = (_sending(scenarios[label].prepare, metadata), target)
     return await interleave(prepared, calls, rounds, concurrency)
 
 
@@ -151,7 +171,7 @@ def start_services(run_dir: Path) -> tuple[Stack, dict[Key, str]]:
         traced = replace(traced, environment={**traced.environment, "MESH_METRICS_ADDRESS": ""})
         untraced = _untraced(traced)
         services += [traced, untraced]
-        for mode, service in zip(MODES, (traced, untraced), strict=True):
+        for mode, service in zip(MODES, (traced, traced, untraced), strict=True):
             assert service.grpc_target is not None
             targets[scenario.label, mode] = service.grpc_target
     for service in services:
@@ -163,23 +183,30 @@ def start_services(run_dir: Path) -> tuple[Stack, dict[Key, str]]:
 
 def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
     lines = [
-        *header("one call per service and language, tracing on vs off", command),
-        "Setup: one Python grpc.aio client process; each service runs twice on loopback:"
-        " 'tracing on' samples every span and batch-exports over OTLP gRPC to a real Jaeger,"
-        " 'tracing off' runs with OTEL_SDK_DISABLED=true. Rounds go over every call and mode"
-        f" in turn. 'x anchor' is the median divided by {ANCHOR}'s in the same mode and run.",
+        *header("one call per service and language, tracing sampled, unsampled and off", command),
+        "Setup: one Python grpc.aio client process; each service runs twice on loopback: one"
+        " with tracing on (spans batch-exported over OTLP gRPC to a real Jaeger), one with"
+        f" OTEL_SDK_DISABLED=true ('{OFF}'). The traced copy takes calls without trace"
+        f" context ('{SAMPLED}': the call starts a trace, sampled) and calls whose"
+        f" traceparent says not sampled ('{UNSAMPLED}': nothing should be recorded). Rounds"
+        " go over every call and mode in turn. 'x anchor' is the median divided by"
+        f" {ANCHOR}'s in the same mode and run; 'x off' is the throughput over the same"
+        " call's with tracing off.",
         "",
-        "| in flight | call | mode | calls | median ms | p99 ms | calls/s | x anchor |",
-        "|---:|---|---|---:|---:|---:|---:|---:|",
+        "| in flight | call | mode | calls | median ms | p99 ms | calls/s | x anchor | x off |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for concurrency, by_key in results.items():
         for (label, mode), sample in by_key.items():
             lat = sample.latencies_s
             anchor = statistics.median(by_key[ANCHOR, mode].latencies_s)
+            off = by_key[label, OFF]
+            throughput = len(lat) / sample.elapsed_s
             lines.append(
                 f"| {concurrency} | {label} | {mode} | {len(lat)} "
                 f"| {statistics.median(lat) * 1000:.3f} | {percentile(lat, 0.99) * 1000:.3f} "
-                f"| {len(lat) / sample.elapsed_s:,.0f} | {statistics.median(lat) / anchor:.2f} |"
+                f"| {throughput:,.0f} | {statistics.median(lat) / anchor:.2f} "
+                f"| {throughput / (len(off.latencies_s) / off.elapsed_s):.2f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -18,9 +18,19 @@ import grpc
 
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
-__all__ = ["Call", "Endpoint", "Prepare", "Sample", "get_product", "interleave", "one_round"]
+__all__ = [
+    "Call",
+    "Endpoint",
+    "Metadata",
+    "Prepare",
+    "Sample",
+    "get_product",
+    "interleave",
+    "one_round",
+]
 
 Call = Callable[[], Awaitable[Any]]
+Metadata = tuple[tuple[str, str], ...]  # what every call of a round sends
 Prepare = Callable[[grpc.aio.Channel], Awaitable[Call]]  # a channel -> the call to repeat
 Key = TypeVar("Key", bound=Hashable)
 
@@ -52,11 +62,11 @@ class Sample:
     elapsed_s: float
 
 
-async def get_product(channel: grpc.aio.Channel) -> Call:
+async def get_product(channel: grpc.aio.Channel, metadata: Metadata = ()) -> Call:
     """catalog GetProduct of one product: the anchor of every table."""
     stub = catalog_pb2_grpc.CatalogServiceStub(channel)
     request = catalog_pb2.GetProductRequest(id="prod-chemex")
-    return lambda: stub.GetProduct(request, timeout=5)
+    return lambda: stub.GetProduct(request, timeout=5, metadata=metadata)
 
 
 async def one_round(prepare: Prepare, target: Target, calls: int, concurrency: int) -> Sample:

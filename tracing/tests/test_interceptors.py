@@ -215,3 +215,76 @@ async def test_excluded_services_from_the_environment_are_not_traced(
 
     spans = await _finished(exporter, 2)
     assert [s.name for s in spans] == ["/test.kept.v1.Kept/Echo"] * 2
+
+
+# --- a caller's sampling decision, followed and passed on ---------------------
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+async def test_the_callers_sampling_decision_is_followed_and_passed_to_the_next_hop(
+    provider: TracerProvider, exporter: InMemorySpanExporter, sampled: bool
+) -> None:
+    """caller -> relay (traced server, traced client) -> last hop, which records
+    the traceparent it receives: the relay records spans only for a sampled
+    caller, and passes the caller's trace id and decision on either way."""
+    received: list[str] = []
+
+    async def last_hop(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        received.append(dict(context.invocation_metadata() or ()).get("traceparent", ""))
+        return request
+
+    last = grpc.aio.server()
+    last.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(last_hop)}
+            )
+        ]
+    )
+    last_port = last.add_insecure_port("127.0.0.1:0")
+    await last.start()
+    onward = grpc.aio.insecure_channel(
+        f"127.0.0.1:{last_port}", interceptors=client_interceptors(provider)
+    )
+
+    async def relay(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        reply: bytes = await onward.unary_unary(f"/{SERVICE}/Echo", None, None)(request, timeout=5)
+        return reply
+
+    middle = grpc.aio.server(interceptors=server_interceptors(provider))
+    middle.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Relay": grpc.unary_unary_rpc_method_handler(relay)}
+            )
+        ]
+    )
+    middle_port = middle.add_insecure_port("127.0.0.1:0")
+    await middle.start()
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traceparent = f"00-{trace_id}-{parent}-{'01' if sampled else '00'}"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{middle_port}") as channel:
+            relayed = channel.unary_unary(f"/{SERVICE}/Relay", None, None)
+            await relayed(b"ping", timeout=5, metadata=(("traceparent", traceparent),))
+    finally:
+        await onward.close(None)
+        await middle.stop(None)
+        await last.stop(None)
+
+    [passed_on] = received
+    _, passed_trace, passed_parent, flags = passed_on.split("-")
+    assert passed_trace == trace_id  # the caller's trace, whatever its decision
+    assert flags == ("01" if sampled else "00")
+    spans = await _finished(exporter, 2) if sampled else exporter.get_finished_spans()
+    if sampled:
+        server, client = _by_kind(spans, SpanKind.SERVER), _by_kind(spans, SpanKind.CLIENT)
+        assert format(server.context.trace_id, "032x") == trace_id
+        assert server.parent is not None
+        assert format(server.parent.span_id, "016x") == parent
+        assert passed_parent == format(client.context.span_id, "016x")
+    else:
+        assert spans == ()  # nothing recorded for an unsampled caller
+        # Each hop still names itself as the parent (non-recording spans), as W3C allows.
+        assert len(passed_parent) == 16
+        assert passed_parent not in (parent, "0" * 16)
