@@ -23,7 +23,6 @@ from typing import Any, cast
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
-from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name, service_prefix
 from opentelemetry.trace import TracerProvider
 
 from mesh.interceptors import INFRASTRUCTURE_SERVICE_PREFIXES
@@ -40,11 +39,25 @@ _Filter = Callable[[Any], bool]
 
 
 def _rpc_filter() -> _Filter:
-    """True for RPCs to trace: the instrumentation's convention for ``filter_``."""
-    excluded: list[_Filter] = [service_prefix(p) for p in EXCLUDED_SERVICE_PREFIXES]
+    """True for RPCs to trace: the instrumentation's convention for ``filter_``.
+
+    Our own rather than the instrumentation's `service_prefix`/`any_of`
+    combinators: those find the method through isinstance checks against
+    gRPC's call-details types, one of them a runtime-checked Protocol, which
+    cost about 30 µs per check and two checks per call on each side (a
+    profile of catalog under load put them at a third of tracing's cost).
+    """
+    prefixes = tuple(EXCLUDED_SERVICE_PREFIXES)
     extra = os.environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "")
-    excluded += [service_name(s.strip()) for s in extra.split(",") if s.strip()]
-    keep: _Filter = negate(any_of(*excluded))
+    names = frozenset(s.strip() for s in extra.split(",") if s.strip())
+
+    def keep(details: Any) -> bool:
+        method = details.method
+        if isinstance(method, bytes):  # grpc.aio's client call details carry bytes
+            method = method.decode()
+        service = method.lstrip("/").partition("/")[0]
+        return not (service.startswith(prefixes) or service in names)
+
     return keep
 
 
