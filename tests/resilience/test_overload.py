@@ -68,13 +68,13 @@ CALL_TIMEOUT_S = 60.0  # a burst takes a few seconds: reaching this is a hang
 BURST_BUDGET_S = 120.0
 BUSY = f"server busy: {LIMIT} calls in flight, the limit (GRPC_MAX_CONCURRENT_RPCS)"
 NO_TRACING = {"OTEL_SDK_DISABLED": "true"}
-# grpc-js runs a call's handler and, when the handler awaits nothing slow (a
-# GetPayment is one synchronous SQLite read), its answer before it takes the
-# next call off the connection: payments never has two calls in flight, so a
-# burst queues in Node's event loop, not in the limit. Calls that wait on
-# something (a slow database, an upstream) are what fill the limit; the
-# injected delay stands for that wait.
-PAYMENTS_DELAY = {"FAULT_DELAY_MS": "200"}
+# A handler that awaits nothing slow (payments' GetPayment is one synchronous
+# SQLite read, catalog's GetProduct one read of its in-memory copy) answers
+# before the server takes the next call off the connection: the service
+# never has two calls in flight, so a burst queues in the event loop, not in
+# the limit. Calls that wait on something (a slow database, an upstream) are
+# what fill the limit; the injected delay stands for that wait.
+SLOW_CALLS = {"FAULT_DELAY_MS": "200"}
 CLEAN = frozenset({"OK", "RESOURCE_EXHAUSTED"})
 
 # --- in process: the interceptor and its configuration ----------------------
@@ -374,7 +374,7 @@ def stack(start_stack: StartStack) -> Stack:
 
 @pytest.mark.e2e
 async def test_catalog_sheds_a_burst_cleanly(stack: Stack) -> None:
-    catalog = stack("catalog", {"GRPC_MAX_CONCURRENT_RPCS": str(LIMIT)})
+    catalog = stack("catalog", {"GRPC_MAX_CONCURRENT_RPCS": str(LIMIT), **SLOW_CALLS})
     burst = await _catalog_burst(catalog)
     print(f"catalog, limit {LIMIT}: {burst}")
     _assert_shed_cleanly(burst)
@@ -382,7 +382,7 @@ async def test_catalog_sheds_a_burst_cleanly(stack: Stack) -> None:
 
 @pytest.mark.e2e
 async def test_payments_sheds_a_burst_cleanly(stack: Stack) -> None:
-    payments = stack("payments", {"GRPC_MAX_CONCURRENT_RPCS": str(LIMIT), **PAYMENTS_DELAY})
+    payments = stack("payments", {"GRPC_MAX_CONCURRENT_RPCS": str(LIMIT), **SLOW_CALLS})
     burst = await _payments_burst(payments)
     print(f"payments, limit {LIMIT}: {burst}")
     _assert_shed_cleanly(burst)
@@ -397,7 +397,7 @@ async def test_control_without_a_limit(stack: Stack) -> None:
     required here, so a faster machine that drops none does not fail."""
     catalog = await _catalog_burst(stack("catalog", {"GRPC_MAX_CONCURRENT_RPCS": "0"}))
     payments = await _payments_burst(
-        stack("payments", {"GRPC_MAX_CONCURRENT_RPCS": "0", **PAYMENTS_DELAY})
+        stack("payments", {"GRPC_MAX_CONCURRENT_RPCS": "0", **SLOW_CALLS})
     )
     print(f"catalog, no limit: {catalog}\npayments, no limit: {payments}")
     assert set(catalog.codes) <= {"OK", "CANCELLED"}, catalog
