@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -42,7 +39,7 @@ from bench.load import Call, Prepare, Sample, get_product, interleave
 from bench.mesh import BARE_ENV
 from bench.nginx import NGINX, NginxUnavailable, start_nginx
 from bench.report import header, percentile
-from localmode.processes import Stack, StartError, free_port
+from localmode.processes import Stack, free_port
 from localmode.topology import REPO_ROOT, LocalService, Topology
 
 __all__ = [
@@ -90,58 +87,14 @@ class AnchorStack(Stack):
     """A Stack that also runs processes whose readiness is an Echo call through them.
 
     Stack.start asks the gRPC health service, which the echo servers do not
-    have (they serve one method, nothing else); these processes are stopped
-    with the rest, last started first.
+    have (they serve one method, nothing else).
     """
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(run_dir)
-        self._echoes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_echo(self, service: LocalService, timeout_s: float = 20.0) -> None:
         """Starts `service` and returns once Echo answers on its gRPC target."""
         target = service.grpc_target
         assert target is not None, f"{service.name} has no gRPC target"
-        log_path = self.log_file(service.name)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                service.command,
-                cwd=REPO_ROOT,
-                env={**os.environ, **service.environment},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._echoes[service.name] = proc
-        deadline = time.monotonic() + timeout_s
-        while not echo_answers(target):
-            if proc.poll() is not None:
-                self.stop([service.name])
-                raise StartError(
-                    f"{service.name} exited with status {proc.returncode}; see {log_path}"
-                )
-            if time.monotonic() > deadline:
-                self.stop([service.name])
-                raise StartError(f"{service.name} not ready after {timeout_s:.0f}s: {log_path}")
-            time.sleep(0.1)
-
-    def stop(self, names: Iterable[str] | None = None, timeout_s: float = 15.0) -> list[str]:
-        names = None if names is None else list(names)
-        ours = [n for n in self._echoes if names is None or n in names]
-        stopped = []
-        for name in reversed(ours):
-            proc = self._echoes.pop(name)
-            if proc.poll() is None:
-                proc.terminate()  # SIGTERM: each of them ends at once on it
-                try:
-                    proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                stopped.append(name)
-        return [*stopped, *super().stop(names, timeout_s)]
+        self.start(service, timeout_s, ready=lambda: echo_answers(target))
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def start_mesh(
     return stack, {s.name: str(s.grpc_target) for s in services if s.grpc_target}
 
 
-def _request(customer: str) -> orders_pb2.PlaceOrderRequest:
+def order_request(customer: str) -> orders_pb2.PlaceOrderRequest:
+    """One unit of a well-stocked product, paid with a card that charges."""
     return orders_pb2.PlaceOrderRequest(
         idempotency_key=str(uuid.uuid4()),
         customer_id=customer,
@@ -112,12 +113,12 @@ async def measure_checkout(targets: dict[str, str], orders: int) -> CheckoutResu
 
         listener = asyncio.create_task(listen())
         stub = orders_pb2_grpc.OrdersServiceStub(orders_channel)
-        await stub.PlaceOrder(_request(customer), timeout=30)  # warm-up, not recorded
+        await stub.PlaceOrder(order_request(customer), timeout=30)  # warm-up, not recorded
         latencies: list[float] = []
         confirmed: dict[str, float] = {}
         for _ in range(orders):
             start = time.perf_counter()
-            response = await stub.PlaceOrder(_request(customer), timeout=30)
+            response = await stub.PlaceOrder(order_request(customer), timeout=30)
             latencies.append(time.perf_counter() - start)
             order = response.order
             if order.status != orders_pb2.ORDER_STATUS_CONFIRMED:

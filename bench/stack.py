@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.checkout import PRODUCT, order_request
 from bench.report import header
 from gateway.auth import mint_token
 from gateway.config import AuthConfig
@@ -26,13 +27,12 @@ from localmode.processes import Stack, free_port
 from localmode.topology import LocalService, Topology
 from mesh.config import Env
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.orders.v1 import orders_pb2_grpc
 
 __all__ = ["StackFootprint", "measure_stack", "render_stack"]
 
 BROWSES = 500
 CHECKOUTS = 50
-PRODUCT = "prod-aeropress"  # enough stock for every checkout of a run
 
 
 @dataclass
@@ -50,18 +50,6 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _order(customer: str) -> orders_pb2.PlaceOrderRequest:
-    return orders_pb2.PlaceOrderRequest(
-        idempotency_key=str(uuid.uuid4()),
-        customer_id=customer,
-        email=f"{customer}@example.com",
-        lines=[orders_pb2.OrderLine(product_id=PRODUCT, quantity=1)],
-        card=orders_pb2.PaymentCard(
-            number="4242424242424242", expiry_month=12, expiry_year=2040, cvc="123"
-        ),
-    )
-
-
 async def _load(gateway: LocalService) -> int:
     auth = AuthConfig.from_env(Env({**os.environ, **gateway.environment}))
     customer = f"cus-bench-{uuid.uuid4().hex[:6]}"
@@ -73,7 +61,7 @@ async def _load(gateway: LocalService) -> int:
         for _ in range(BROWSES):
             await catalog.GetProduct(product, timeout=5)
         for _ in range(CHECKOUTS):
-            await orders.PlaceOrder(_order(customer), metadata=token, timeout=10)
+            await orders.PlaceOrder(order_request(customer), metadata=token, timeout=10)
     return BROWSES + CHECKOUTS
 
 

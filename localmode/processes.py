@@ -21,7 +21,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from localmode.topology import REPO_ROOT, LocalService
@@ -121,8 +121,14 @@ class Stack:
     def log_file(self, name: str) -> Path:
         return self.run_dir / "logs" / f"{name}.log"
 
-    def start(self, service: LocalService, timeout_s: float = 60.0) -> None:
-        """Starts `service` and returns once it is ready; raises StartError otherwise."""
+    def start(
+        self,
+        service: LocalService,
+        timeout_s: float = 60.0,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        """Starts `service` and returns once it is ready (its `ready` URL
+        answers, or the `ready` check passes); raises StartError otherwise."""
         for dirname in ("pids", "logs", "data"):
             (self.run_dir / dirname).mkdir(parents=True, exist_ok=True)
         security = mesh_security(service)
@@ -141,7 +147,7 @@ class Stack:
         record = {"pid": proc.pid, "start": _start_ticks(proc.pid), "command": service.command}
         self.pid_file(service.name).write_text(json.dumps(record))
         deadline = time.monotonic() + timeout_s
-        while not is_ready(service, security):
+        while not (ready() if ready is not None else is_ready(service, security)):
             if proc.poll() is not None:
                 self.stop([service.name])
                 raise StartError(
