@@ -20,7 +20,7 @@
 // when grpc-js invokes the handler (it wraps what `Server.register` stores),
 // after every interceptor has already run; only a check inside the handler
 // runs in the span, so that the span can be marked and the log line carries
-// its trace id. server.ts's AuthorizedServer wraps every handler registered
+// its trace id. guards.ts's AuthorizedServer wraps every handler registered
 // on it, whatever the service, so no RPC of any shape is reached around the
 // check.
 //

@@ -39,7 +39,7 @@ export interface ServerConfig {
   readonly faults: FaultConfig;
   /**
    * GRPC_MAX_CONCURRENT_RPCS: calls past this many in flight end at once with
-   * RESOURCE_EXHAUSTED (server.ts's ConcurrencyLimit); 0 is no limit. Omitted
+   * RESOURCE_EXHAUSTED (guards.ts's ConcurrencyLimit); 0 is no limit. Omitted
    * (a test's configuration), DEFAULT_MAX_CONCURRENT_RPCS.
    */
   readonly maxConcurrentRpcs?: number;

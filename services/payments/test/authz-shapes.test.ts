@@ -13,7 +13,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { Authorization } from "../src/authz";
 import { configureLogging } from "../src/logging";
 import { parsePolicy } from "../src/policy-file";
-import { AuthorizedServer } from "../src/server";
+import { AuthorizedServer } from "../src/guards";
 import { jsonMethod, rejection } from "../testing/helpers";
 import { type Certs, makeCerts, mtls, secureClient } from "../testing/mesh";
 

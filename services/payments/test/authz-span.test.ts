@@ -1,5 +1,5 @@
 // A refused call marks its server span: the check runs inside the span the
-// OpenTelemetry grpc instrumentation starts (server.ts's AuthorizedServer
+// OpenTelemetry grpc instrumentation starts (guards.ts's AuthorizedServer
 // wraps the handler beneath the instrumentation's wrapper), so the span gets
 // status ERROR with the reason, mesh.authz.denied=true and mesh.authz.caller,
 // and the WARNING line carries the span's trace id. An allowed call's span

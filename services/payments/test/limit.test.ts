@@ -12,7 +12,8 @@ import { HealthImplementation, service as healthService } from "grpc-health-chec
 import { ConfigError, loadConfig } from "../src/config";
 import { Payments, type PaymentsApi } from "../src/domain";
 import { configureLogging, type Logger } from "../src/logging";
-import { build, ConcurrencyLimit, GuardedServer, type PaymentsServer } from "../src/server";
+import { ConcurrencyLimit, GuardedServer } from "../src/guards";
+import { build, type PaymentsServer } from "../src/server";
 import { SqlitePaymentStore } from "../src/store";
 import { chargeInput, connect, jsonMethod, rejection, tempDir, testConfig } from "../testing/helpers";
 
