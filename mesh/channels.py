@@ -36,7 +36,6 @@ from mesh import metrics
 from mesh.breaker import BreakerConfig
 from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.config import ConfigError, Env
-from mesh.deadlines import DeadlinePropagation
 from mesh.tls import (
     MeshSecurity,
     channel_credentials,
@@ -44,7 +43,7 @@ from mesh.tls import (
     expected_service,
     files_stamp,
 )
-from mesh.traffic import DEFAULT_SERVICE_CONFIG, TrafficPolicy, UpstreamTraffic
+from mesh.traffic import DEFAULT_SERVICE_CONFIG, TrafficPolicy
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +63,18 @@ class Channels:
         options: Sequence[tuple[str, Any]] = (),
         security: MeshSecurity | None = None,
         breaker: BreakerConfig | None = None,
-        deadlines: DeadlinePropagation | None = None,
         traffic: TrafficPolicy | None = None,
     ) -> None:
         """`options` are extra gRPC channel arguments for every channel (message size limits).
 
         `traffic` gives the channel of each upstream it knows (a target whose
-        service is named, see `get`) that upstream's service config, default
-        deadline and breaker; `service_config`, `deadlines` and `breaker` are
-        for the other targets, or all of them without `traffic`.
-
-        `deadlines` bounds each call by what is left of the incoming call being
-        served (mesh.deadlines), after `interceptors`. `breaker` puts a circuit
-        breaker of that configuration on each upstream's channel, after
-        `interceptors` (so a refused call still has its client span); one per
-        target, kept when the channel is replaced.
+        service is named, see `get`) that upstream's service config, its
+        default deadline beneath the incoming call's (mesh.deadlines), and its
+        breaker; `service_config` and `breaker` are for the other targets, or
+        all of them without `traffic`. `breaker` puts a circuit breaker of that
+        configuration on each upstream's channel, after `interceptors` (so a
+        refused call still has its client span); one per target, kept when the
+        channel is replaced.
 
         `security` None reads it from the environment (MESH_MTLS and the rest, as
         `ServerConfig.from_env` does), so a service's upstream channels follow
@@ -100,38 +96,34 @@ class Channels:
         self._traffic = traffic
         self._breaker = breaker
         self._breakers: dict[str, BreakerInterceptor] = {}
-        self._deadlines = [] if deadlines is None else deadlines.interceptors()
 
     def breaker(self, target: str) -> BreakerInterceptor | None:
         """The circuit breaker of `target`'s channel, once it has one."""
         return self._breakers.get(target)
 
-    def _upstream(self, target: str, service: str | None) -> UpstreamTraffic | None:
-        name = expected_service(target, service)
-        if self._traffic is None or name is None:
-            return None
-        return self._traffic.upstreams.get(name)
-
     def _settings(
         self, target: str, service: str | None
     ) -> tuple[Mapping[str, Any], list[grpc.aio.ClientInterceptor]]:
         """The service config and interceptors of a new channel to `target`."""
-        upstream = self._upstream(target, service)
+        name = expected_service(target, service)
+        upstream = (
+            None if self._traffic is None or name is None else self._traffic.upstreams.get(name)
+        )
+        deadlines: list[grpc.aio.ClientInterceptor] = []
         if upstream is None:
-            config, deadlines = self._service_config, self._deadlines
-            breaker_config, bypass = self._breaker, frozenset[str]()
+            config, breaker_config, bypass = self._service_config, self._breaker, frozenset[str]()
         else:
             config, deadlines = upstream.service_config(), upstream.deadlines().interceptors()
             breaker_config, bypass = upstream.breaker, upstream.bypassed_methods()
         # Named by service, never by address: a breaker's message reaches clients.
-        name = expected_service(target, service) or "upstream"
+        callee = name or "upstream"
         # The metrics see every outcome, a breaker's refusal included (no-ops
         # while the service exports no metrics).
-        interceptors = [*self._interceptors, *deadlines, *metrics.client_interceptors(name)]
+        interceptors = [*self._interceptors, *deadlines, *metrics.client_interceptors(callee)]
         if breaker_config is not None:
             breaker = self._breakers.get(target)
             if breaker is None:
-                breaker = BreakerInterceptor(name, breaker_config, bypass=bypass)
+                breaker = BreakerInterceptor(callee, breaker_config, bypass=bypass)
                 self._breakers[target] = breaker
                 metrics.watch_breaker(breaker)
             interceptors += breaker.interceptors()
