@@ -1,0 +1,185 @@
+"""Server spans for grpc.aio, written on the OpenTelemetry API for a lean hot path.
+
+Why our own and not opentelemetry-instrumentation-grpc's server interceptor:
+measured on catalog GetProduct at 32 calls in flight, the stock one took 19%
+of the throughput when the caller's trace was not sampled and 32% when it
+was (bench/results.md). Per call it wraps the servicer context in a proxy
+object, builds a new method handler, parses the peer address and sets eight
+attributes one call at a time, and asks the sampler even when the caller has
+already decided. Here:
+
+- a caller whose `traceparent` says "not sampled" gets no span at all: its
+  context becomes the current one as it came, so the next hop receives the
+  same trace id and decision (W3C lets a participant that records nothing
+  pass the parent on unchanged), and nothing is allocated for it;
+- otherwise one `start_span` with every attribute at once; the status code
+  is read from the servicer context when the call ends (`context.code()`
+  holds what `abort` or `set_code` set), not caught through a proxy;
+- the wrapped handler is built once per method and handler, not per call.
+
+The span follows OpenTelemetry's RPC conventions as the stock one did: named
+`/package.Service/Method`, kind SERVER, `rpc.system`, `rpc.service`,
+`rpc.method`, `rpc.grpc.status_code`, and status ERROR only for the codes
+that mean a server fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from mesh.interceptors import run_stream
+
+__all__ = ["SERVER_FAULT_CODES", "ServerSpans", "rpc_attributes"]
+
+if TYPE_CHECKING:
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
+    ServerInterceptor = grpc.aio.ServerInterceptor
+    Handler = grpc.RpcMethodHandler
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+Keep = Callable[[str], bool]
+
+# OpenTelemetry's gRPC conventions: these codes make a server span ERROR;
+# the others (NOT_FOUND, INVALID_ARGUMENT, ...) are the caller's doing.
+SERVER_FAULT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_STATUS_CODE = "rpc.grpc.status_code"
+# Wrapped handlers kept per method; past this many methods (a client making
+# up method names of a generic handler, say) new ones are wrapped per call.
+_MAX_CACHED_METHODS = 1024
+
+
+def rpc_attributes(method: str) -> dict[str, str]:
+    """The RPC conventions' attributes of `/package.Service/Method`."""
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+class _Call:
+    """What one wrapped method needs at call time: its tracer, name and attributes."""
+
+    __slots__ = ("attributes", "name", "tracer")
+
+    def __init__(self, tracer: Tracer, method: str) -> None:
+        self.tracer = tracer
+        self.name = method
+        self.attributes = rpc_attributes(method)
+
+    def start(self, context: Any) -> tuple[trace.Span | None, object]:
+        """The call's span (None when its caller's trace is not sampled) and
+        the token that makes its context current."""
+        metadata = context.invocation_metadata()
+        parent = propagate.extract(dict(metadata)) if metadata else otel_context.Context()
+        remote = trace.get_current_span(parent).get_span_context()
+        if remote.is_valid and not remote.trace_flags.sampled:
+            return None, otel_context.attach(parent)
+        span = self.tracer.start_span(
+            self.name, parent, kind=SpanKind.SERVER, attributes=self.attributes
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+    @staticmethod
+    def end(
+        span: trace.Span | None, token: object, context: Any, error: BaseException | None
+    ) -> None:
+        otel_context.detach(token)  # type: ignore[arg-type]
+        if span is None:
+            return
+        code = context.code()
+        if code is None:  # a cancelled or crashed call leaves no code in the context
+            code = _code_of(error)
+        span.set_attribute(_STATUS_CODE, code.value[0])
+        if code in SERVER_FAULT_CODES:
+            span.set_status(Status(StatusCode.ERROR, context.details() or code.name))
+        span.end()
+
+
+def _code_of(error: BaseException | None) -> grpc.StatusCode:
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the caller left
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN  # what grpc.aio answers for an escaped exception
+
+
+def _wrap(handler: Handler, call: _Call) -> Handler:
+    """`handler` with each call run inside its server span, for all four shapes."""
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        unary: Any = handler.unary_unary or handler.stream_unary
+
+        async def unary_call(request: Any, context: Any) -> Any:
+            span, token = call.start(context)
+            try:
+                response = await unary(request, context)
+            except BaseException as error:
+                call.end(span, token, context, error)
+                raise
+            call.end(span, token, context, None)
+            return response
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(unary_call, **serializers)
+        return grpc.stream_unary_rpc_method_handler(unary_call, **serializers)
+
+    streaming: Any = handler.unary_stream or handler.stream_stream
+
+    async def stream_call(request: Any, context: Any) -> AsyncIterator[Any]:
+        span, token = call.start(context)
+        try:
+            async for response in run_stream(streaming, request, context):
+                yield response
+        except BaseException as error:
+            call.end(span, token, context, error)
+            raise
+        call.end(span, token, context, None)
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream_call, **serializers)
+    return grpc.stream_stream_rpc_method_handler(stream_call, **serializers)
+
+
+class ServerSpans(ServerInterceptor):
+    """A server span around every call `keep` accepts (by its method name)."""
+
+    def __init__(self, tracer: Tracer, keep: Keep) -> None:
+        self._tracer = tracer
+        self._keep = keep
+        # method -> (the handler it was given, the wrapped one)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        if not self._keep(method):
+            return handler
+        wrapped = _wrap(handler, _Call(self._tracer, method))
+        if cached is not None or len(self._wrapped) < _MAX_CACHED_METHODS:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
