@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import random
@@ -209,12 +210,43 @@ async def _internal_on_error(method: str, context: Any) -> AsyncIterator[None]:
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
+# Wrapped handlers kept per method; past this many methods (a client making up
+# method names under a generic handler, say) new ones are wrapped per call.
+_MAX_CACHED_METHODS = 1024
+
+
+class HandlerCache:
+    """Each method's handler wrapped once and reused, not rebuilt on every call.
+
+    grpc.aio asks every interceptor for the handler of every call. The
+    servicer's handler for a method is the same object each time, so when
+    each interceptor keeps what it built from it, the whole chain hands back
+    the same wrapped handler: no new closures and handler tuples per call per
+    interceptor. A handler that differs from the one kept (a generic handler
+    that builds one per call) is wrapped afresh and replaces it.
+    """
+
+    def __init__(self, wrap: Callable[[Handler, str], Handler]) -> None:
+        self._wrap = wrap
+        self._by_method: dict[str, tuple[Handler, Handler]] = {}
+
+    def get(self, handler: Handler, method: str) -> Handler:
+        kept = self._by_method.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(handler, method)
+        if kept is not None or len(self._by_method) < _MAX_CACHED_METHODS:
+            self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
 class AroundEveryCall(ServerInterceptor):
     """Runs `around(method, context)`, an async context manager, around the
     handler of every call of every RPC shape (`wrap_every_shape`); with
     `skip_infrastructure`, health and reflection calls run without it."""
 
     skip_infrastructure = False
+    _handlers: HandlerCache | None = None
 
     def around(self, method: str, context: Any) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
@@ -226,11 +258,16 @@ class AroundEveryCall(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or (self.skip_infrastructure and is_infrastructure(method)):
             return handler
-        return wrap_every_shape(handler, method, self.around)
+        if self._handlers is None:
+            self._handlers = HandlerCache(functools.partial(wrap_every_shape, around=self.around))
+        return self._handlers.get(handler, method)
 
 
 class UnexpectedErrors(ServerInterceptor):
     """Maps exceptions the servicer did not handle to INTERNAL."""
+
+    def __init__(self) -> None:
+        self._handlers = HandlerCache(functools.partial(_wrap, around=_internal_on_error))
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -238,7 +275,7 @@ class UnexpectedErrors(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return _wrap(handler, handler_call_details.method, _internal_on_error)
+        return self._handlers.get(handler, handler_call_details.method)
 
 
 class FaultInjection(ServerInterceptor):
@@ -252,6 +289,7 @@ class FaultInjection(ServerInterceptor):
         file: FaultFile | None = None,
     ) -> None:
         self.faults = Faults(config, file, rng)
+        self._handlers = HandlerCache(functools.partial(_wrap, around=self.faults.inject))
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -260,4 +298,4 @@ class FaultInjection(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or is_infrastructure(method):
             return handler
-        return _wrap(handler, method, self.faults.inject)
+        return self._handlers.get(handler, method)

@@ -48,6 +48,7 @@ from mesh.certs import CertificateError, identity_of, service_of
 from mesh.interceptors import (
     Continuation,
     Handler,
+    HandlerCache,
     ServerInterceptor,
     wrap_every_shape,
 )
@@ -155,33 +156,30 @@ class Metrics:
 
 
 class _ServerMetrics(ServerInterceptor):
-    """Times every call, all four shapes, from `intercept_service` to the
-    handler's end. First in the server's chain, so it sees the outcome of
-    everything after it (tracing, shedding, authorization, faults)."""
+    """Times every call, all four shapes, from the start of its handler to the
+    end. First in the server's chain, so its handler wraps all the others and
+    it sees the outcome of everything after it (tracing, shedding,
+    authorization, faults)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._handlers = HandlerCache(functools.partial(wrap_every_shape, around=self._measured))
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
-        start = time.perf_counter()
         handler = await continuation(handler_call_details)
         if handler is None:  # grpc answers UNIMPLEMENTED without a handler
             return handler
-        retried = any(
-            key == PREVIOUS_ATTEMPTS_HEADER
-            for key, _ in handler_call_details.invocation_metadata or ()
-        )
-        around = functools.partial(self._measured, start=start, retried=retried)
-        return wrap_every_shape(handler, handler_call_details.method, around)
+        return self._handlers.get(handler, handler_call_details.method)
 
     @contextlib.asynccontextmanager
-    async def _measured(
-        self, method: str, context: Any, *, start: float, retried: bool
-    ) -> AsyncIterator[None]:
+    async def _measured(self, method: str, context: Any) -> AsyncIterator[None]:
+        start = time.perf_counter()
         service, name = split_method(method)
         who = caller(context)
+        metadata = context.invocation_metadata() or ()
+        retried = any(key == PREVIOUS_ATTEMPTS_HEADER for key, _ in metadata)
         if retried:
             attributes = {"rpc.service": service, "rpc.method": name, "mesh.caller": who}
             self._metrics.retry_attempts.add(1, attributes)

@@ -15,7 +15,7 @@ already decided. Here:
 - otherwise one `start_span` with every attribute at once; the status code
   is read from the servicer context when the call ends (`context.code()`
   holds what `abort` or `set_code` set), not caught through a proxy;
-- the wrapped handler is built once per method and handler, not per call.
+- the wrapped handler is built once per method (`mesh.interceptors.HandlerCache`).
 
 The span follows OpenTelemetry's RPC conventions as the stock one did: named
 `/package.Service/Method`, kind SERVER, `rpc.system`, `rpc.service`,
@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from mesh.interceptors import run_stream
+from mesh.interceptors import HandlerCache, run_stream
 
 __all__ = ["SERVER_FAULT_CODES", "ServerSpans", "rpc_attributes"]
 
@@ -60,9 +60,6 @@ SERVER_FAULT_CODES = frozenset(
     }
 )
 _STATUS_CODE = "rpc.grpc.status_code"
-# Wrapped handlers kept per method; past this many methods (a client making
-# up method names of a generic handler, say) new ones are wrapped per call.
-_MAX_CACHED_METHODS = 1024
 
 
 def rpc_attributes(method: str) -> dict[str, str]:
@@ -164,8 +161,10 @@ class ServerSpans(ServerInterceptor):
     def __init__(self, tracer: Tracer, keep: Keep) -> None:
         self._tracer = tracer
         self._keep = keep
-        # method -> (the handler it was given, the wrapped one)
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        self._handlers = HandlerCache(self._wrap)
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        return _wrap(handler, _Call(self._tracer, method)) if self._keep(method) else handler
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -173,13 +172,4 @@ class ServerSpans(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        if not self._keep(method):
-            return handler
-        wrapped = _wrap(handler, _Call(self._tracer, method))
-        if cached is not None or len(self._wrapped) < _MAX_CACHED_METHODS:
-            self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._handlers.get(handler, handler_call_details.method)
