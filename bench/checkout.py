@@ -61,13 +61,13 @@ def start_mesh(
     return stack, {s.name: str(s.grpc_target) for s in services if s.grpc_target}
 
 
-def order_request(customer: str) -> orders_pb2.PlaceOrderRequest:
-    """One unit of a well-stocked product, paid with a card that charges."""
+def order_request(customer: str, product: str = PRODUCT) -> orders_pb2.PlaceOrderRequest:
+    """One unit of `product` (default: a well-stocked one), paid with a card that charges."""
     return orders_pb2.PlaceOrderRequest(
         idempotency_key=str(uuid.uuid4()),
         customer_id=customer,
         email=f"{customer}@example.com",
-        lines=[orders_pb2.OrderLine(product_id=PRODUCT, quantity=1)],
+        lines=[orders_pb2.OrderLine(product_id=product, quantity=1)],
         card=orders_pb2.PaymentCard(
             number="4242424242424242",
             expiry_month=12,

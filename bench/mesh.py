@@ -72,10 +72,10 @@ def start_hops(run_dir: Path) -> tuple[Stack, Hops]:
     jaeger = topology.resolve("jaeger", ports, run_dir / "jaeger")
     mesh = topology.resolve("catalog", ports, run_dir / "mesh")
     mesh_env = {"MESH_MTLS": "on", "MESH_FAULTS_FILE": str(run_dir / "faults.yaml")}
-    mesh = replace(mesh, environment={**mesh.environment, **mesh_env})
+    mesh = replace(mesh, name="catalog-mesh", environment={**mesh.environment, **mesh_env})
     bare_ports = {key: free_port() for key in topology.default_ports()}
     bare = topology.resolve("catalog", bare_ports, run_dir / "bare")
-    bare = replace(bare, environment={**bare.environment, **BARE_ENV})
+    bare = replace(bare, name="catalog-bare", environment={**bare.environment, **BARE_ENV})
     stack = Stack(run_dir)
     start_all(stack, [jaeger, mesh, bare])
 

@@ -38,7 +38,8 @@ def start_catalogs(run_dir: Path) -> tuple[Stack, dict[str, Endpoint]]:
         own_dir = run_dir / env["MESH_MTLS"]
         service = topology.resolve("catalog", ports, own_dir)
         extra = {**env, "OTEL_SDK_DISABLED": "true"}
-        services.append((mode, replace(service, environment={**service.environment, **extra})))
+        named = replace(service, name=f"catalog-mtls-{env['MESH_MTLS']}")
+        services.append((mode, replace(named, environment={**service.environment, **extra})))
     stack = Stack(run_dir)
     start_all(stack, [service for _, service in services])
     endpoints = {}

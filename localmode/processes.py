@@ -128,7 +128,12 @@ class Stack:
         ready: Callable[[], bool] | None = None,
     ) -> None:
         """Starts `service` and returns once it is ready (its `ready` URL
-        answers, or the `ready` check passes); raises StartError otherwise."""
+        answers, or the `ready` check passes); raises StartError otherwise.
+        A name runs once per stack: its PID file is what stops it, so a
+        second process under the same name would be left running."""
+        running = self._procs.get(service.name)
+        if running is not None and running.poll() is None:
+            raise ValueError(f"{service.name} is already running in {self.run_dir}")
         for dirname in ("pids", "logs", "data"):
             (self.run_dir / dirname).mkdir(parents=True, exist_ok=True)
         security = mesh_security(service)

@@ -16,6 +16,7 @@ call's metadata and status from the call underneath), as the stock one did.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -89,7 +90,13 @@ class _Spans:
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             call = await continuation(details, request)
-            code = await call.code()
+            try:
+                code = await call.code()
+            except asyncio.CancelledError:
+                # Cancelling the intercepted call cancels only this task: end
+                # the RPC under it too, so that the callee stops working.
+                call.cancel()
+                raise
         except grpc.aio.AioRpcError as error:
             self.end(span, error.code(), error.details())
             raise

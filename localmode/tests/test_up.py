@@ -119,3 +119,14 @@ def test_up_with_everything_running_starts_nothing(
     assert up(Stack(stack.run_dir), topology) == 0
     assert "already running: only" in capsys.readouterr().out
     assert stack.pid("only") == pid
+
+
+def test_a_name_runs_once_per_stack(stack: Stack, tmp_path: Path) -> None:
+    """A second process under a running name would have no PID file of its
+    own, and `stop` would leave it running (the bench once did this)."""
+    topology = web_topology(["web"])
+    assert up(stack, topology) == 0
+    ports = {("web", port): port for port in topology.compose_ports["web"]}
+    again = topology.resolve("web", ports, tmp_path)
+    with pytest.raises(ValueError, match="web is already running"):
+        stack.start(again)

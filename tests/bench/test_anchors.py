@@ -1,4 +1,5 @@
-"""Smoke test of `python -m bench --only anchors`: a few hundred calls through each anchor.
+"""Smoke test of `python -m bench --only anchors`: a few hundred calls through each anchor,
+and a few dozen at each of two points of the throughput sweep.
 
 No timing is asserted (the machine is noisy): only that every anchor starts,
 answers each call, and lands in the table. grpc-go's echo is built here into
@@ -36,6 +37,8 @@ from bench.anchors import (
 )
 from bench.echo_server import ECHO_METHOD, Echo
 from bench.nginx import NGINX
+from bench.plots import plot_throughput
+from bench.sweep import measure_sweep, render_sweep, throughputs
 from localmode.processes import StartError
 from localmode.topology import REPO_ROOT
 
@@ -151,3 +154,14 @@ def test_go_echo_serves_echo_and_nothing_else(anchors: Anchors) -> None:
     assert isinstance(error, grpc.Call)
     assert error.code() is grpc.StatusCode.UNIMPLEMENTED
     assert ECHO_METHOD in error.details()
+
+
+def test_throughput_sweep_over_calls_in_flight(anchors: Anchors, tmp_path: Path) -> None:
+    swept = asyncio.run(measure_sweep(anchors, (1, 2), calls=20, rounds=1))
+    assert list(swept) == [1, 2]
+    rates = throughputs(swept)
+    assert set(rates) == set(anchors.targets)
+    assert all(set(by_n) == {1, 2} for by_n in rates.values())
+    section = "\n".join(render_sweep(swept, 20, 1))
+    assert f"| 1 | {BARE} | {rates[BARE][1]:,.0f} | 1.00 |" in section
+    assert plot_throughput(rates, tmp_path / "throughput.png").stat().st_size > 0
