@@ -69,7 +69,10 @@ class _Spans:
                 attributes = self._attributes.setdefault(method, rpc_attributes(method))
             span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
             propagate.inject(carrier, trace.set_span_in_context(span))
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *carrier.items())
+        # The context replaces any the caller passed along (the gateway forwards
+        # its client's metadata): one traceparent per call, as W3C requires.
+        kept = [(key, value) for key, value in details.metadata or () if key not in carrier]
+        metadata = grpc.aio.Metadata(*kept, *carrier.items())
         return span, grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )

@@ -154,3 +154,37 @@ async def test_an_unsampled_caller_gets_no_span_on_any_shape(
 
     await asyncio.sleep(0.1)  # any span would have ended by now
     assert exporter.get_finished_spans() == ()
+
+
+async def test_the_context_replaces_a_traceparent_the_caller_passed_along(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """A proxy forwards its client's metadata: the next hop must see one
+    traceparent, the proxy's client span's, not the client's as well."""
+    received: list[list[str]] = []
+
+    async def last_hop(request: bytes, context: Any) -> bytes:
+        received.append([v for k, v in context.invocation_metadata() or () if k == "traceparent"])
+        return request
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = grpc.aio.server()
+    handlers = {"Echo": grpc.unary_unary_rpc_method_handler(last_hop)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    forwarded = (("traceparent", f"00-{'56' * 16}-{'78' * 8}-01"),)
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", interceptors=client_interceptors(provider)
+        ) as channel:
+            await channel.unary_unary(f"/{SERVICE}/Echo", None, None)(
+                b"", timeout=5, metadata=forwarded
+            )
+    finally:
+        await server.stop(None)
+
+    [[traceparent]] = received
+    (client,) = exporter.get_finished_spans()
+    assert traceparent.split("-")[2] == format(client.context.span_id, "016x")
