@@ -1,15 +1,18 @@
-"""What the whole in-process mesh costs a hop, and how fast an open breaker fails a call.
+"""What the in-process mesh costs a hop, part by part; how fast an open breaker fails a call.
 
-Per hop: catalog GetProduct, called twice in the same run:
+Per hop: catalog GetProduct, from one client process to a catalog process
+of its own per configuration, in the same run:
 - bare: a plain grpc.aio channel to a catalog with every mesh feature off
   (MESH_MTLS=off, OTEL_SDK_DISABLED=true, no metrics, no fault file, no
   concurrency limit): grpc.aio and the servicer, nothing else;
-- mesh: the client as the gateway calls it (`mesh.channels.Channels` with the
-  traffic policy: deadline propagation, retry service config and throttling,
-  the circuit breaker, client metrics; tracing spans exported to a real
-  Jaeger; the gateway's mTLS certificate) to a catalog as deployed (mTLS and
-  the policy, tracing into the same Jaeger, RED metrics, a fault file
-  looked at every second, the concurrency limit, deadline scope).
+- one feature group on both sides, the rest off: mTLS and the authorization
+  policy; tracing, every span sampled and exported to a real Jaeger; the
+  resilience and metrics group (client: `mesh.channels.Channels` with the
+  traffic policy, i.e. deadline propagation, retry service config and
+  throttling, the circuit breaker, client metrics; server: RED metrics, a
+  fault file looked at every second, the concurrency limit);
+- whole mesh: the client as the gateway calls it, the catalog as deployed,
+  every group above at once.
 Rounds alternate, one connection each, its first call outside the clock.
 
 Breaker: with catalog's breaker open (its upstream a dead port), how long a
@@ -34,11 +37,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from bench.load import Endpoint, Sample, get_product, interleave
 from bench.report import against_base, header, percentile
 from localmode.processes import Stack, free_port, start_all
-from localmode.topology import Topology
+from localmode.topology import LocalService, Topology
 from mesh import metrics
 from mesh.breaker import BreakerState
 from mesh.channels import Channels
-from mesh.tls import MeshSecurity
+from mesh.tls import MeshSecurity, channel_credentials, channel_options
 from mesh.traffic_file import DEFAULT_TRAFFIC_FILE, load_traffic
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tracing.interceptors import client_interceptors
@@ -48,12 +51,26 @@ __all__ = ["Hops", "measure_breaker", "measure_hops", "render_mesh", "start_hops
 
 BARE = "bare grpc.aio"
 MESH = "whole mesh"
+# One feature group at a time, each on both sides of the hop, so that the
+# whole mesh's cost can be read as the sum of its parts.
+MTLS_ONLY = "mTLS and policy only"
+TRACING_ONLY = "tracing only (sampled)"
+RESILIENCE_ONLY = "resilience and metrics only"
+HOPS = (BARE, MTLS_ONLY, TRACING_ONLY, RESILIENCE_ONLY, MESH)
 BARE_ENV = {
     "MESH_MTLS": "off",
     "OTEL_SDK_DISABLED": "true",
     "MESH_METRICS_ADDRESS": "",
     "MESH_FAULTS_FILE": "",
     "GRPC_MAX_CONCURRENT_RPCS": "0",
+}
+# Which of BARE_ENV's switches each hop's catalog leaves as deployed.
+SERVER_FEATURES = {
+    BARE: (),
+    MTLS_ONLY: ("MESH_MTLS",),
+    TRACING_ONLY: ("OTEL_SDK_DISABLED",),
+    RESILIENCE_ONLY: ("MESH_METRICS_ADDRESS", "MESH_FAULTS_FILE", "GRPC_MAX_CONCURRENT_RPCS"),
+    MESH: tuple(BARE_ENV),
 }
 BREAKER_CALLS = 2000
 UNGUARDED_CALLS = 200
@@ -65,38 +82,68 @@ class Hops:
     client_traces: TracerProvider  # to flush before Jaeger stops
 
 
+def _catalog(topology: Topology, hop: str, run_dir: Path, otlp: str) -> LocalService:
+    """`hop`'s catalog: as deployed (mTLS on, the run's fault file, spans into
+    the run's Jaeger), with what `hop` leaves out switched off."""
+    ports = {key: free_port() for key in topology.default_ports()}
+    own_dir = run_dir / f"catalog-{HOPS.index(hop)}"
+    catalog = topology.resolve("catalog", ports, own_dir)
+    deployed = {
+        **catalog.environment,
+        "MESH_MTLS": "on",
+        "MESH_FAULTS_FILE": str(run_dir / "faults.yaml"),
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
+    }
+    off = {key: value for key, value in BARE_ENV.items() if key not in SERVER_FEATURES[hop]}
+    return replace(catalog, name=own_dir.name, environment={**deployed, **off})
+
+
 def start_hops(run_dir: Path) -> tuple[Stack, Hops]:
-    """Jaeger and both catalogs, started, and the client's side of the mesh."""
+    """Jaeger and a catalog per hop, started, and the client's side of each hop."""
     topology = Topology.load(replicas={"catalog": 1})
     ports = {key: free_port() for key in topology.default_ports()}
     jaeger = topology.resolve("jaeger", ports, run_dir / "jaeger")
-    mesh = topology.resolve("catalog", ports, run_dir / "mesh")
-    mesh_env = {"MESH_MTLS": "on", "MESH_FAULTS_FILE": str(run_dir / "faults.yaml")}
-    mesh = replace(mesh, name="catalog-mesh", environment={**mesh.environment, **mesh_env})
-    bare_ports = {key: free_port() for key in topology.default_ports()}
-    bare = topology.resolve("catalog", bare_ports, run_dir / "bare")
-    bare = replace(bare, name="catalog-bare", environment={**bare.environment, **BARE_ENV})
-    stack = Stack(run_dir)
-    start_all(stack, [jaeger, mesh, bare])
-
-    # The client's side of the mesh, as the gateway has it.
     otlp = f"127.0.0.1:{jaeger.ports[4317]}"
+    catalogs = {hop: _catalog(topology, hop, run_dir, f"http://{otlp}") for hop in HOPS}
+    stack = Stack(run_dir)
+    start_all(stack, [jaeger, *catalogs.values()])
+
+    # The client's side of each hop; the whole mesh's as the gateway has it.
     provider = build_tracer_provider(
         "bench-client", "bench", exporter=OTLPSpanExporter(endpoint=otlp, insecure=True)
     )
-    metrics.serve_metrics("127.0.0.1:0", "gateway")
+    metrics.serve_metrics("127.0.0.1:0", "gateway")  # client metrics on Channels' channels
     traffic = load_traffic(DEFAULT_TRAFFIC_FILE)
-    certs = Path(mesh.environment["MESH_CERTS_DIR"])  # made by local mode at start
-    security = MeshSecurity(enabled=True, certs_dir=certs, service="gateway")
-    address = str(mesh.grpc_target)
+    address = {hop: str(catalog.grpc_target) for hop, catalog in catalogs.items()}
 
-    def mesh_channel() -> grpc.aio.Channel:
-        channels = Channels(client_interceptors(provider), security=security, traffic=traffic)
-        return channels.get(address, "catalog")
+    def caller(hop: str) -> MeshSecurity:
+        certs = Path(catalogs[hop].environment["MESH_CERTS_DIR"])  # made by local mode
+        return MeshSecurity(enabled=True, certs_dir=certs, service="gateway")
+
+    def traced() -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
+            address[TRACING_ONLY], interceptors=client_interceptors(provider)
+        )
+
+    def resilient() -> grpc.aio.Channel:
+        channels = Channels(security=MeshSecurity(), traffic=traffic)
+        return channels.get(address[RESILIENCE_ONLY], "catalog")
+
+    def whole() -> grpc.aio.Channel:
+        channels = Channels(client_interceptors(provider), security=caller(MESH), traffic=traffic)
+        return channels.get(address[MESH], "catalog")
 
     endpoints = {
-        BARE: Endpoint(str(bare.grpc_target)),
-        MESH: Endpoint(address, factory=mesh_channel),
+        BARE: Endpoint(address[BARE]),
+        MTLS_ONLY: Endpoint(
+            address[MTLS_ONLY],
+            channel_credentials(caller(MTLS_ONLY)),
+            tuple(channel_options(address[MTLS_ONLY], "catalog")),
+        ),
+        TRACING_ONLY: Endpoint(address[TRACING_ONLY], factory=traced),
+        RESILIENCE_ONLY: Endpoint(address[RESILIENCE_ONLY], factory=resilient),
+        MESH: Endpoint(address[MESH], factory=whole),
     }
     return stack, Hops(endpoints, provider)
 
@@ -154,18 +201,26 @@ def render_mesh(
     hops: dict[int, dict[str, Sample]], breaker: dict[str, list[float]], command: str
 ) -> str:
     lines = [
-        *header("what the whole in-process mesh adds to a hop; an open breaker's refusal", command),
-        "Setup: one Python grpc.aio client process; two catalog processes (Python) on loopback."
-        f" '{BARE}': a plain channel to a catalog with every mesh feature off (MESH_MTLS=off,"
-        " OTEL_SDK_DISABLED=true, no metrics, no fault file, GRPC_MAX_CONCURRENT_RPCS=0)."
-        f" '{MESH}': the client as the gateway has it (mesh.channels.Channels with"
-        " mesh/traffic.yaml: deadline propagation, retry service config and throttling, the"
-        " circuit breaker, client RED metrics; OpenTelemetry client spans exported to a real"
-        " Jaeger; mTLS with the gateway's certificate) to a catalog as deployed (mTLS and the"
-        " authorization policy, server spans into the same Jaeger, RED metrics, a fault file"
-        " looked at every second, the concurrency limit, deadline scope). One connection per"
-        " round, its first call outside the clock; rounds alternate. 'added' is the mesh"
-        " median minus the bare one at the same concurrency; 'x bare' their ratio.",
+        *header(
+            "what the in-process mesh adds to a hop, part by part; an open breaker's refusal",
+            command,
+        ),
+        "Setup: one Python grpc.aio client process; one catalog process (Python) per row,"
+        f" on loopback. '{BARE}': a plain channel to a catalog with every mesh feature off"
+        " (MESH_MTLS=off, OTEL_SDK_DISABLED=true, no metrics, no fault file,"
+        " GRPC_MAX_CONCURRENT_RPCS=0)."
+        f" '{MTLS_ONLY}': the gateway's certificate to a catalog with MESH_MTLS=on (TLS 1.3,"
+        " client certificate required, the authorization interceptor on every call)."
+        f" '{TRACING_ONLY}': client spans and server spans, every call sampled, batch-exported"
+        " over OTLP to a real Jaeger."
+        f" '{RESILIENCE_ONLY}': the client's mesh.channels.Channels with mesh/traffic.yaml"
+        " (deadline propagation, retry service config and throttling, the circuit breaker,"
+        " client RED metrics) to a catalog with RED metrics, a fault file looked at every"
+        " second and the concurrency limit."
+        f" '{MESH}': all of them at once, the client as the gateway has it and the catalog as"
+        " deployed. One connection per round, its first call outside the clock; rounds"
+        " alternate. 'added' is the row's median minus the bare one at the same concurrency;"
+        " 'x bare' their ratio.",
         "",
         *against_base(hops, BARE, "hop", "x bare"),
     ]
