@@ -206,7 +206,7 @@ bench-tools: $(NGINX_STAMP) ## Unpack the pinned nginx that `make bench` compare
 # Without nginx (no network, say) the gateway benchmark still runs and its
 # results say why the nginx rows are missing.
 .PHONY: bench
-bench: tools build $(ECHO_GO_BIN) ## Measure latency and footprint into bench/*.md: anchors, calls per service, checkouts, gateway vs nginx, mTLS, the whole mesh, the stack
+bench: tools build $(ECHO_GO_BIN) ## Measure latency and footprint into bench/*.md and plots into bench/*.png, all in bench/results.md: anchors, calls, checkouts, arrival rates, gateway vs nginx, mTLS, the mesh part by part, the stack
 	$(MAKE) bench-tools || echo "make bench: nginx could not be unpacked; bench/gateway.md will say so" >&2
 	$(PY) -m bench
 
