@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 
-from bench.load import Endpoint, Sample, get_product, interleave
+from bench.load import Call, Endpoint, Prepare, Sample, get_product, interleave
 from bench.report import against_base, header, percentile
 from localmode.processes import Stack, free_port, start_all
 from localmode.topology import LocalService, Topology
@@ -56,7 +58,11 @@ MESH = "whole mesh"
 MTLS_ONLY = "mTLS and policy only"
 TRACING_ONLY = "tracing only (sampled)"
 RESILIENCE_ONLY = "resilience and metrics only"
+MESH_UNSAMPLED = "whole mesh, trace not sampled"
 HOPS = (BARE, MTLS_ONLY, TRACING_ONLY, RESILIENCE_ONLY, MESH)
+# The caller's trace said "not sampled" (W3C flags 00): what the mesh costs
+# a hop when tracing records nothing, as with a ratio sampler at the edge.
+UNSAMPLED_CONTEXT = propagate.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"})
 BARE_ENV = {
     "MESH_MTLS": "off",
     "OTEL_SDK_DISABLED": "true",
@@ -151,8 +157,27 @@ def start_hops(run_dir: Path) -> tuple[Stack, Hops]:
 async def measure_hops(
     endpoints: dict[str, Endpoint], calls: int, rounds: int, concurrency: int
 ) -> dict[str, Sample]:
+    prepared: dict[str, tuple[Prepare, Endpoint]]
     prepared = {mode: (get_product, endpoint) for mode, endpoint in endpoints.items()}
+    prepared[MESH_UNSAMPLED] = (_unsampled_get_product, endpoints[MESH])
     return await interleave(prepared, calls, rounds, concurrency)
+
+
+async def _unsampled_get_product(channel: grpc.aio.Channel) -> Call:
+    """GetProduct made inside an unsampled trace, as a service makes its calls
+    while serving an unsampled caller."""
+    call = await get_product(channel)
+
+    def unsampled() -> Awaitable[Any]:
+        # grpc.aio runs the client interceptors in a task that copies the
+        # current context when the call is made: attached for that moment only.
+        token = otel_context.attach(UNSAMPLED_CONTEXT)
+        try:
+            return call()
+        finally:
+            otel_context.detach(token)
+
+    return unsampled
 
 
 async def _timed(call: Callable[[], Awaitable[Any]], count: int) -> list[float]:
@@ -218,9 +243,11 @@ def render_mesh(
         " client RED metrics) to a catalog with RED metrics, a fault file looked at every"
         " second and the concurrency limit."
         f" '{MESH}': all of them at once, the client as the gateway has it and the catalog as"
-        " deployed. One connection per round, its first call outside the clock; rounds"
-        " alternate. 'added' is the row's median minus the bare one at the same concurrency;"
-        " 'x bare' their ratio.",
+        f" deployed. '{MESH_UNSAMPLED}': the same hop, each call made inside a trace whose"
+        " traceparent says not sampled, as a service calls while serving such a caller (no"
+        " span on either side, the context passed on). One connection per round, its first"
+        " call outside the clock; rounds alternate. 'added' is the row's median minus the"
+        " bare one at the same concurrency; 'x bare' their ratio.",
         "",
         *against_base(hops, BARE, "hop", "x bare"),
     ]

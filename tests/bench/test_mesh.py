@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.mesh import HOPS
+from bench.mesh import HOPS, MESH_UNSAMPLED
 from localmode.topology import REPO_ROOT
 
 
@@ -35,7 +35,7 @@ def test_the_mesh_part_measures_every_hop_and_leaves_nothing_running(tmp_path: P
     assert done.returncode == 0, done.stderr[-3000:]
 
     table = (tmp_path / "mesh.md").read_text()
-    for hop in HOPS:
+    for hop in (*HOPS, MESH_UNSAMPLED):
         assert f"| 1 | {hop} | 40 |" in table
     assert "| refused by the open breaker | 2000 |" in table
     assert _catalogs() - before == set()
