@@ -26,25 +26,18 @@ that mean a server fault.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from mesh.interceptors import HandlerCache, run_stream
+from mesh.interceptors import Continuation, Handler, HandlerCache, ServerInterceptor, run_stream
 
 __all__ = ["SERVER_FAULT_CODES", "ServerSpans", "rpc_attributes"]
 
-if TYPE_CHECKING:
-    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-    Handler = grpc.RpcMethodHandler[Any, Any]
-else:  # grpcio's classes are not generic at run time, only in grpc-stubs.
-    ServerInterceptor = grpc.aio.ServerInterceptor
-    Handler = grpc.RpcMethodHandler
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 Keep = Callable[[str], bool]
 
 # OpenTelemetry's gRPC conventions: these codes make a server span ERROR;
