@@ -46,8 +46,12 @@ $(BIN)/.go-tools: tools/go/go.mod tools/go/go.sum
 	cd tools/go && GOBIN=$(BIN) go install tool
 	touch $@
 
+$(BIN)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
+	cd tools/kustomize && GOBIN=$(BIN) go install tool
+	touch $@
+
 .PHONY: tools
-tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools ## Install every pinned tool (Python, Node, Jaeger, grpcurl, ghz, buf, nats-server)
+tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools $(BIN)/kustomize ## Install every pinned tool (Python, Node, Jaeger, grpcurl, ghz, buf, nats-server, kustomize)
 
 # --- services that compile ----------------------------------------------------
 # inventory (Go) and payments (TypeScript) are built into git-ignored folders;
