@@ -240,6 +240,22 @@ class HandlerCache:
         return wrapped
 
 
+class WrappingInterceptor(ServerInterceptor):
+    """Hands grpc.aio each method's handler as `wrap(handler, method)` made
+    it, once per method (`HandlerCache`)."""
+
+    def __init__(self, wrap: Callable[[Handler, str], Handler]) -> None:
+        self._handlers = HandlerCache(wrap)
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # grpc answers UNIMPLEMENTED without a handler
+            return handler
+        return self._handlers.get(handler, handler_call_details.method)
+
+
 class AroundEveryCall(ServerInterceptor):
     """Runs `around(method, context)`, an async context manager, around the
     handler of every call of every RPC shape (`wrap_every_shape`); with
@@ -263,22 +279,14 @@ class AroundEveryCall(ServerInterceptor):
         return self._handlers.get(handler, method)
 
 
-class UnexpectedErrors(ServerInterceptor):
+class UnexpectedErrors(WrappingInterceptor):
     """Maps exceptions the servicer did not handle to INTERNAL."""
 
     def __init__(self) -> None:
-        self._handlers = HandlerCache(functools.partial(_wrap, around=_internal_on_error))
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self._handlers.get(handler, handler_call_details.method)
+        super().__init__(functools.partial(_wrap, around=_internal_on_error))
 
 
-class FaultInjection(ServerInterceptor):
+class FaultInjection(WrappingInterceptor):
     """Delays or fails calls as `mesh.faults` rules say: the fault file's rule
     for the method (when `file` is given), else the environment's `config`."""
 
@@ -289,13 +297,7 @@ class FaultInjection(ServerInterceptor):
         file: FaultFile | None = None,
     ) -> None:
         self.faults = Faults(config, file, rng)
-        self._handlers = HandlerCache(functools.partial(_wrap, around=self.faults.inject))
+        super().__init__(self._wrap_unless_infrastructure)
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or is_infrastructure(method):
-            return handler
-        return self._handlers.get(handler, method)
+    def _wrap_unless_infrastructure(self, handler: Handler, method: str) -> Handler:
+        return handler if is_infrastructure(method) else _wrap(handler, method, self.faults.inject)

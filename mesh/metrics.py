@@ -46,10 +46,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from mesh.breaker_interceptor import BreakerInterceptor
 from mesh.certs import CertificateError, identity_of, service_of
 from mesh.interceptors import (
-    Continuation,
-    Handler,
-    HandlerCache,
     ServerInterceptor,
+    WrappingInterceptor,
     wrap_every_shape,
 )
 from mesh.metrics_client import WatchedBreakers, edge_interceptors, split_method
@@ -155,7 +153,7 @@ class Metrics:
         self._breakers.watch(breaker)
 
 
-class _ServerMetrics(ServerInterceptor):
+class _ServerMetrics(WrappingInterceptor):
     """Times every call, all four shapes, from the start of its handler to the
     end. First in the server's chain, so its handler wraps all the others and
     it sees the outcome of everything after it (tracing, shedding,
@@ -163,15 +161,7 @@ class _ServerMetrics(ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._handlers = HandlerCache(functools.partial(wrap_every_shape, around=self._measured))
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # grpc answers UNIMPLEMENTED without a handler
-            return handler
-        return self._handlers.get(handler, handler_call_details.method)
+        super().__init__(functools.partial(wrap_every_shape, around=self._measured))
 
     @contextlib.asynccontextmanager
     async def _measured(self, method: str, context: Any) -> AsyncIterator[None]:

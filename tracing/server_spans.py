@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from mesh.interceptors import Continuation, Handler, HandlerCache, ServerInterceptor, run_stream
+from mesh.interceptors import Handler, WrappingInterceptor, run_stream
 
 __all__ = ["SERVER_FAULT_CODES", "ServerSpans", "rpc_attributes"]
 
@@ -148,21 +148,13 @@ def _wrap(handler: Handler, call: _Call) -> Handler:
     return grpc.stream_stream_rpc_method_handler(stream_call, **serializers)
 
 
-class ServerSpans(ServerInterceptor):
+class ServerSpans(WrappingInterceptor):
     """A server span around every call `keep` accepts (by its method name)."""
 
     def __init__(self, tracer: Tracer, keep: Keep) -> None:
         self._tracer = tracer
         self._keep = keep
-        self._handlers = HandlerCache(self._wrap)
+        super().__init__(self._wrap_kept)
 
-    def _wrap(self, handler: Handler, method: str) -> Handler:
+    def _wrap_kept(self, handler: Handler, method: str) -> Handler:
         return _wrap(handler, _Call(self._tracer, method)) if self._keep(method) else handler
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return self._handlers.get(handler, handler_call_details.method)

@@ -7,7 +7,6 @@ own, as in every service of the mesh.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from mesh.server import HealthServicer
 from tracing.interceptors import client_interceptors, server_interceptors
+from tracing.tests.traced import finished, traced_channel
 
 SERVICE = "test.echo.v1.EchoService"
 
@@ -59,45 +59,24 @@ def provider(exporter: InMemorySpanExporter) -> TracerProvider:
 
 @pytest.fixture
 async def channel(provider: TracerProvider) -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=server_interceptors(provider))
     handlers = {
         "Echo": grpc.unary_unary_rpc_method_handler(_echo),
         "Missing": grpc.unary_unary_rpc_method_handler(_missing),
         "SetCode": grpc.unary_unary_rpc_method_handler(_set_code),
         "Broken": grpc.unary_unary_rpc_method_handler(_broken),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", interceptors=client_interceptors(provider)
-        ) as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+
+    def probes(server: grpc.aio.Server) -> None:
+        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)
+        reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
+
+    async with traced_channel(provider, SERVICE, handlers, probes) as channel:
+        yield channel
 
 
 async def _call(channel: grpc.aio.Channel, method: str) -> None:
     # No serializers: the generic handlers take and return raw bytes.
     await channel.unary_unary(f"/{SERVICE}/{method}", None, None)(b"ping", timeout=5)
-
-
-async def _finished(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
-    """The finished spans once there are ``count`` of them (bounded wait).
-
-    ``context.abort`` sends the status to the client before the server span
-    ends, so the client can see the error while that span is still open.
-    """
-    for _ in range(100):
-        spans = exporter.get_finished_spans()
-        if len(spans) >= count:
-            return spans
-        await asyncio.sleep(0.02)
-    return exporter.get_finished_spans()
 
 
 def _by_kind(spans: Sequence[ReadableSpan], kind: SpanKind) -> ReadableSpan:
@@ -115,7 +94,7 @@ async def test_client_and_server_spans_share_the_trace_and_link_parent_child(
 ) -> None:
     await _call(channel, "Echo")
 
-    spans = await _finished(exporter, 2)
+    spans = await finished(exporter, 2)
     client = _by_kind(spans, SpanKind.CLIENT)
     server = _by_kind(spans, SpanKind.SERVER)
     assert server.name == f"/{SERVICE}/Echo"
@@ -135,7 +114,7 @@ async def test_abort_sets_the_status_code_on_the_server_span(
         await _call(channel, "Missing")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
-    spans = await _finished(exporter, 2)
+    spans = await finished(exporter, 2)
     server = _by_kind(spans, SpanKind.SERVER)
     assert _attr(server, "rpc.grpc.status_code") == grpc.StatusCode.NOT_FOUND.value[0]
     # OpenTelemetry's gRPC conventions: a caller's mistake (NOT_FOUND,
@@ -153,7 +132,7 @@ async def test_a_server_fault_marks_the_server_span_as_error(
     with pytest.raises(grpc.aio.AioRpcError):
         await _call(channel, "Broken")
 
-    server = _by_kind(await _finished(exporter, 2), SpanKind.SERVER)
+    server = _by_kind(await finished(exporter, 2), SpanKind.SERVER)
     assert _attr(server, "rpc.grpc.status_code") == grpc.StatusCode.INTERNAL.value[0]
     assert server.status.status_code == StatusCode.ERROR
 
@@ -164,7 +143,7 @@ async def test_set_code_sets_the_status_code_on_the_server_span(
     with pytest.raises(grpc.aio.AioRpcError):
         await _call(channel, "SetCode")
 
-    server = _by_kind(await _finished(exporter, 2), SpanKind.SERVER)
+    server = _by_kind(await finished(exporter, 2), SpanKind.SERVER)
     code = grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert _attr(server, "rpc.grpc.status_code") == code
 
@@ -186,7 +165,7 @@ async def test_health_and_reflection_are_not_traced(
     # An RPC that is traced, afterwards: once its two spans are in, any span
     # of the calls above would be in too.
     await _call(channel, "Echo")
-    spans = await _finished(exporter, 2)
+    spans = await finished(exporter, 2)
     assert [s.name for s in spans] == [f"/{SERVICE}/Echo"] * 2
 
 
@@ -194,26 +173,17 @@ async def test_excluded_services_from_the_environment_are_not_traced(
     monkeypatch: pytest.MonkeyPatch, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     monkeypatch.setenv("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", f"other.Service, {SERVICE}")
-    server = grpc.aio.server(interceptors=server_interceptors(provider))
     handlers = {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(SERVICE, handlers),
-            grpc.method_handlers_generic_handler("test.kept.v1.Kept", handlers),
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", interceptors=client_interceptors(provider)
-        ) as channel:
-            await _call(channel, "Echo")
-            await channel.unary_unary("/test.kept.v1.Kept/Echo", None, None)(b"", timeout=5)
-    finally:
-        await server.stop(None)
 
-    spans = await _finished(exporter, 2)
+    def kept(server: grpc.aio.Server) -> None:
+        kept = grpc.method_handlers_generic_handler("test.kept.v1.Kept", handlers)
+        server.add_generic_rpc_handlers([kept])
+
+    async with traced_channel(provider, SERVICE, handlers, kept) as channel:
+        await _call(channel, "Echo")
+        await channel.unary_unary("/test.kept.v1.Kept/Echo", None, None)(b"", timeout=5)
+
+    spans = await finished(exporter, 2)
     assert [s.name for s in spans] == ["/test.kept.v1.Kept/Echo"] * 2
 
 
@@ -276,7 +246,7 @@ async def test_the_callers_sampling_decision_is_followed_and_passed_to_the_next_
     _, passed_trace, passed_parent, flags = passed_on.split("-")
     assert passed_trace == trace_id  # the caller's trace, whatever its decision
     assert flags == ("01" if sampled else "00")
-    spans = await _finished(exporter, 2) if sampled else exporter.get_finished_spans()
+    spans = await finished(exporter, 2) if sampled else exporter.get_finished_spans()
     if sampled:
         server, client = _by_kind(spans, SpanKind.SERVER), _by_kind(spans, SpanKind.CLIENT)
         assert format(server.context.trace_id, "032x") == trace_id

@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tracing.interceptors import client_interceptors, server_interceptors
+from tracing.interceptors import client_interceptors
+from tracing.tests.traced import finished, traced_channel
 
 SERVICE = "test.shapes.v1.Shapes"
 UNSAMPLED = (("traceparent", f"00-{'12' * 16}-{'34' * 8}-00"),)
@@ -55,32 +56,18 @@ def exporter() -> InMemorySpanExporter:
 async def channel(exporter: InMemorySpanExporter) -> AsyncIterator[grpc.aio.Channel]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    server = grpc.aio.server(interceptors=server_interceptors(provider))
     handlers = {
         "Count": grpc.unary_stream_rpc_method_handler(_count),
         "CountThenFail": grpc.unary_stream_rpc_method_handler(_count_then_fail),
         "Sum": grpc.stream_unary_rpc_method_handler(_sum),
         "EchoEach": grpc.stream_stream_rpc_method_handler(_echo_each),
     }
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{port}", interceptors=client_interceptors(provider)
-        ) as channel:
-            yield channel
-    finally:
-        await server.stop(None)
+    async with traced_channel(provider, SERVICE, handlers) as channel:
+        yield channel
 
 
 async def _spans(exporter: InMemorySpanExporter, count: int) -> dict[SpanKind, ReadableSpan]:
-    for _ in range(100):  # the server span may end just after the client sees the status
-        spans = exporter.get_finished_spans()
-        if len(spans) >= count:
-            break
-        await asyncio.sleep(0.02)
-    return {span.kind: span for span in exporter.get_finished_spans()}
+    return {span.kind: span for span in await finished(exporter, count)}
 
 
 def _code(span: ReadableSpan) -> Any:
