@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -67,10 +68,35 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+# Ports are picked below the kernel's ephemeral range, not from it (as binding
+# port 0 would): every outgoing connection takes its local port from that
+# range, so a port picked there may be taken by some connect() before the
+# service binds it (seen in CI: orders exited on "address already in use" for
+# its metrics port). Below it, only another pick can collide, and this process
+# does not hand a port out twice.
+_PICK_FROM = max(1024, _ephemeral_low() - 12_000)
+_PICK_TO = max(_PICK_FROM + 1000, _ephemeral_low())
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on, below the ephemeral range,
+    not handed out before by this process."""
+    if len(_handed_out) > (_PICK_TO - _PICK_FROM) // 2:
+        _handed_out.clear()  # a long session: the oldest ports are long bound or free
+    for _ in range(1000):
+        port = random.randrange(_PICK_FROM, _PICK_TO)
+        if port not in _handed_out and not port_in_use(port):
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free port between {_PICK_FROM} and {_PICK_TO - 1} on 127.0.0.1")
 
 
 def mesh_security(service: LocalService) -> MeshSecurity | None:

@@ -130,3 +130,13 @@ def test_a_name_runs_once_per_stack(stack: Stack, tmp_path: Path) -> None:
     again = topology.resolve("web", ports, tmp_path)
     with pytest.raises(ValueError, match="web is already running"):
         stack.start(again)
+
+
+def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
+    """Outgoing connections take their local ports from the ephemeral range:
+    a port picked there could be gone before the service binds it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= port < low for port in ports)
+    assert not any(port_in_use(port) for port in ports)
