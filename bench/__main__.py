@@ -152,13 +152,12 @@ def main(argv: list[str]) -> int:
         _write(out / "mtls.md", render_mtls(by_mode, command))
     if "mesh" in chosen:
         with _started(start_hops) as started:
-            hops = {
-                c: asyncio.run(measure_hops(started.endpoints, args.calls, args.rounds, c))
-                for c in args.concurrency
-            }
+            quiet, sampled = asyncio.run(
+                measure_hops(started.endpoints, args.calls, args.rounds, args.concurrency)
+            )
             breaker = asyncio.run(measure_breaker(started.endpoints[BARE]))
             started.client_traces.shutdown()
-        _write(out / "mesh.md", render_mesh(hops, breaker, command))
+        _write(out / "mesh.md", render_mesh(quiet, sampled, breaker, command))
     if "stack" in chosen:
         with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
             footprint = measure_stack(Path(tmp))
