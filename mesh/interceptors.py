@@ -122,7 +122,7 @@ def is_infrastructure(method: str) -> bool:
     return method.removeprefix("/").startswith(INFRASTRUCTURE_SERVICE_PREFIXES)
 
 
-async def run_stream(behaviour: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+async def _run_stream(behaviour: Any, request: Any, context: Any) -> AsyncIterator[Any]:
     """Runs a server-streaming method of either aio style: an async generator,
     or a coroutine that writes with `context.write` (the health Watch does)."""
     result = behaviour(request, context)
@@ -153,7 +153,7 @@ def _wrap(handler: Handler, method: str, around: Around) -> Handler:
 
         async def stream_call(request: Any, context: Any) -> AsyncIterator[Any]:
             async with around(method, context):
-                async for response in run_stream(stream, request, context):
+                async for response in _run_stream(stream, request, context):
                     yield response
 
         return grpc.unary_stream_rpc_method_handler(
@@ -188,7 +188,7 @@ def wrap_every_shape(handler: Handler, method: str, around: Around) -> Handler:
 
         async def bidi_call(requests: Any, context: Any) -> AsyncIterator[Any]:
             async with around(method, context):
-                async for response in run_stream(bidi, requests, context):
+                async for response in _run_stream(bidi, requests, context):
                     yield response
 
         return grpc.stream_stream_rpc_method_handler(

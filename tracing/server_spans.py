@@ -26,7 +26,8 @@ that mean a server fault.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -34,7 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from mesh.interceptors import Handler, WrappingInterceptor, run_stream
+from mesh.interceptors import Handler, WrappingInterceptor, wrap_every_shape
 
 __all__ = ["SERVER_FAULT_CODES", "ServerSpans", "rpc_attributes"]
 
@@ -108,44 +109,24 @@ def _code_of(error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN  # what grpc.aio answers for an escaped exception
 
 
-def _wrap(handler: Handler, call: _Call) -> Handler:
-    """`handler` with each call run inside its server span, for all four shapes."""
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None or handler.stream_unary is not None:
-        unary: Any = handler.unary_unary or handler.stream_unary
+class _ServerSpan(contextlib.AbstractAsyncContextManager[None]):
+    """One call's server span, around its handler (`wrap_every_shape`'s `around`)."""
 
-        async def unary_call(request: Any, context: Any) -> Any:
-            span, token = call.start(context)
-            try:
-                response = await unary(request, context)
-            except BaseException as error:
-                call.end(span, token, context, error)
-                raise
-            call.end(span, token, context, None)
-            return response
+    __slots__ = ("_call", "_context", "_span", "_token")
 
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(unary_call, **serializers)
-        return grpc.stream_unary_rpc_method_handler(unary_call, **serializers)
+    def __init__(self, call: _Call, context: Any) -> None:
+        self._call = call
+        self._context = context
+        self._span: trace.Span | None = None
+        self._token: object = None
 
-    streaming: Any = handler.unary_stream or handler.stream_stream
+    async def __aenter__(self) -> None:
+        self._span, self._token = self._call.start(self._context)
 
-    async def stream_call(request: Any, context: Any) -> AsyncIterator[Any]:
-        span, token = call.start(context)
-        try:
-            async for response in run_stream(streaming, request, context):
-                yield response
-        except BaseException as error:
-            call.end(span, token, context, error)
-            raise
-        call.end(span, token, context, None)
-
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream_call, **serializers)
-    return grpc.stream_stream_rpc_method_handler(stream_call, **serializers)
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: Any
+    ) -> None:
+        self._call.end(self._span, self._token, self._context, error)
 
 
 class ServerSpans(WrappingInterceptor):
@@ -157,4 +138,7 @@ class ServerSpans(WrappingInterceptor):
         super().__init__(self._wrap_kept)
 
     def _wrap_kept(self, handler: Handler, method: str) -> Handler:
-        return _wrap(handler, _Call(self._tracer, method)) if self._keep(method) else handler
+        if not self._keep(method):
+            return handler
+        call = _Call(self._tracer, method)
+        return wrap_every_shape(handler, method, lambda _, context: _ServerSpan(call, context))
