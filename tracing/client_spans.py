@@ -23,6 +23,7 @@ from typing import Any, cast
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from mesh.interceptors import (
@@ -50,16 +51,17 @@ class _Spans:
 
     def start(
         self, details: grpc.aio.ClientCallDetails
-    ) -> tuple[trace.Span | None, grpc.aio.ClientCallDetails]:
-        """The call's span (None when there is none to record) and its details
-        carrying the trace context for the next hop."""
+    ) -> tuple[trace.Span | None, Context | None, grpc.aio.ClientCallDetails]:
+        """The call's span and the context it is current in (both None when
+        there is none to record), and its details carrying the trace context
+        for the next hop."""
         method = details.method
         if isinstance(method, bytes):  # grpc.aio's client call details carry bytes
             method = method.decode()
         if not self._keep(method):
-            return None, details
+            return None, None, details
         current = trace.get_current_span().get_span_context()
-        span = None
+        span = context = None
         carrier: dict[str, str] = {}
         if current.is_valid and not current.trace_flags.sampled:
             propagate.inject(carrier)  # the unsampled trace, passed on as it is
@@ -68,13 +70,22 @@ class _Spans:
             if attributes is None:
                 attributes = self._attributes.setdefault(method, rpc_attributes(method))
             span = self._tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
-            propagate.inject(carrier, trace.set_span_in_context(span))
+            context = trace.set_span_in_context(span)
+            propagate.inject(carrier, context)
         # The context replaces any the caller passed along (the gateway forwards
         # its client's metadata): one traceparent per call, as W3C requires.
         kept = [(key, value) for key, value in details.metadata or () if key not in carrier]
         metadata = grpc.aio.Metadata(*kept, *carrier.items())
-        return span, grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        return (
+            span,
+            context,
+            grpc.aio.ClientCallDetails(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                details.wait_for_ready,
+            ),
         )
 
     @staticmethod
@@ -84,13 +95,21 @@ class _Spans:
             span.set_status(Status(StatusCode.ERROR, message or code.name))
         span.end()
 
+    def fail(self, span: trace.Span, error: BaseException) -> None:
+        """Ends `span` for a call that raised `error`: its status, or CANCELLED
+        when the caller gave up (a cancellation, a stream left unread)."""
+        if isinstance(error, grpc.aio.AioRpcError):
+            self.end(span, error.code(), error.details())
+        else:
+            self.end(span, grpc.StatusCode.CANCELLED, type(error).__name__)
+
     async def unary(self, continuation: ClientContinuation, details: Any, request: Any) -> Any:
-        span, details = self.start(details)
-        if span is None:
+        span, context, details = self.start(details)
+        if span is None or context is None:
             return await continuation(details, request)
         # The span is current while the call starts, so that later interceptors
         # (the breaker's events) record on it.
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(context)
         try:
             call = await continuation(details, request)
             try:
@@ -100,11 +119,8 @@ class _Spans:
                 # the RPC under it too, so that the callee stops working.
                 call.cancel()
                 raise
-        except grpc.aio.AioRpcError as error:
-            self.end(span, error.code(), error.details())
-            raise
         except BaseException as error:
-            self.end(span, grpc.StatusCode.CANCELLED, type(error).__name__)
+            self.fail(span, error)
             raise
         finally:
             otel_context.detach(token)
@@ -112,14 +128,14 @@ class _Spans:
         return call
 
     async def stream(self, continuation: ClientContinuation, details: Any, request: Any) -> Any:
-        span, details = self.start(details)
-        if span is None:
+        span, context, details = self.start(details)
+        if span is None or context is None:
             return await continuation(details, request)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(context)
         try:
             call = await continuation(details, request)
-        except BaseException:
-            self.end(span, grpc.StatusCode.CANCELLED, "the call did not start")
+        except BaseException as error:
+            self.fail(span, error)
             raise
         finally:
             otel_context.detach(token)
@@ -129,11 +145,8 @@ class _Spans:
         try:
             async for response in call:
                 yield response
-        except grpc.aio.AioRpcError as error:
-            self.end(span, error.code(), error.details())
-            raise
-        except BaseException as error:  # the caller stopped reading, or was cancelled
-            self.end(span, grpc.StatusCode.CANCELLED, type(error).__name__)
+        except BaseException as error:
+            self.fail(span, error)
             raise
         code = await call.code()
         self.end(span, code, None if code is grpc.StatusCode.OK else await call.details())
