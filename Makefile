@@ -184,6 +184,13 @@ compose-env: ## Write .env with random keys for docker compose (kept if it exist
 compose-test: tools ## Build the images, run compose.yaml and test it from the host (needs root here)
 	scripts/docker/compose-test.sh
 
+# etcd, Kubernetes and CoreDNS built from their Go modules (cached in
+# /var/cache/shopmesh-k8s), Debian's containerd and CNI plugins: a real
+# single-node cluster runs overlays/local, tested through kubectl port-forward.
+.PHONY: k8s-test
+k8s-test: tools ## Run the shop on a real single-node Kubernetes cluster and test it (needs root here)
+	scripts/kubernetes/k8s-test.sh
+
 # nginx is the reference gateway `make bench` compares ours with (grpc_pass):
 # Debian's package unpacked into .tools/nginx, never installed into the system
 # (the binary needs only libc, libcrypt, libpcre2, libssl and zlib, which the
