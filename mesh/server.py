@@ -13,9 +13,11 @@ call at once with RESOURCE_EXHAUSTED (health and reflection excepted), so an
 overload ends in a clear status instead of a queue that grows until calls
 time out.
 
-Run-time state beside the port: MESH_FAULTS_FILE, a fault file read again
-whenever it changes (`mesh.faults`), and MESH_METRICS_ADDRESS, an HTTP
-listener serving the server's RED metrics to Prometheus (`mesh.metrics`).
+Beside the port, MESH_HEALTH_PROBE_ADDRESS: a plaintext listener serving only
+health, for Kubernetes' gRPC probes (`mesh.health_probe`). Run-time state:
+MESH_FAULTS_FILE, a fault file read again whenever it changes (`mesh.faults`),
+and MESH_METRICS_ADDRESS, an HTTP listener serving the server's RED metrics to
+Prometheus (`mesh.metrics`).
 Both need the service's name, which is MESH_SERVICE_IDENTITY, else
 OTEL_SERVICE_NAME, else what the service passes to `build_server`.
 """
@@ -36,11 +38,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh import health_probe
 from mesh.authz import Authorization
 from mesh.certs import CertificateError, service_of
 from mesh.config import ConfigError, Env
 from mesh.deadlines import DeadlineScope
 from mesh.faults import FAULTS_FILE_VARIABLE, FaultFile
+from mesh.health_probe import HEALTH_PROBE_ADDRESS_VARIABLE, HealthProbe
 from mesh.interceptors import (
     AroundEveryCall,
     FaultConfig,
@@ -99,6 +103,9 @@ class ServerConfig:
     # This service's name, for its entries in the fault file and the metrics'
     # service.name; None: the name the service gives `build_server`.
     service: str | None = None
+    # `host:port` of the plaintext health-only listener for Kubernetes' gRPC
+    # probes (MESH_HEALTH_PROBE_ADDRESS, mesh.health_probe); None: off.
+    health_probe_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Env, default_addr: str) -> ServerConfig:
@@ -120,6 +127,11 @@ class ServerConfig:
                 else None
             ),
             service=security.service or _service_name(env),
+            health_probe_address=(
+                env.address(HEALTH_PROBE_ADDRESS_VARIABLE)
+                if env.optional(HEALTH_PROBE_ADDRESS_VARIABLE)
+                else None
+            ),
         )
 
 
@@ -217,6 +229,8 @@ class MeshServer:
     metrics: MetricsEndpoint | None = None
     # Set when MESH_FAULTS_FILE is.
     fault_file: FaultFile | None = None
+    # Set when MESH_HEALTH_PROBE_ADDRESS is: the health-only listener.
+    probe: HealthProbe | None = None
 
 
 def build_server(
@@ -312,6 +326,14 @@ def build_server(
         if metrics is not None:
             metrics.close()
         raise OSError(f"cannot listen on {config.listen_addr}: {error}") from None
+    probe = None
+    if config.health_probe_address is not None:
+        try:
+            probe = health_probe.bind(config.health_probe_address, health_servicer)
+        except OSError:
+            if metrics is not None:
+                metrics.close()
+            raise
     return MeshServer(
         server=server,
         health=health_servicer,
@@ -321,12 +343,15 @@ def build_server(
         limit=limit,
         metrics=metrics,
         fault_file=fault_file,
+        probe=probe,
     )
 
 
 async def start(mesh: MeshServer) -> None:
     """Starts serving and reports SERVING for the server and each service."""
     await mesh.server.start()
+    if mesh.probe is not None:
+        await mesh.probe.server.start()
     for name in ("", *mesh.service_names):
         await mesh.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -342,6 +367,8 @@ async def shut_down(
     if config.drain_s:
         await asyncio.sleep(config.drain_s)
     await mesh.server.stop(config.grace_s)
+    if mesh.probe is not None:  # NOT_SERVING until the main port has stopped
+        await mesh.probe.server.stop(0)
     if mesh.metrics is not None:
         # Its HTTP server takes up to half a second to stop: not on the loop.
         await asyncio.to_thread(mesh.metrics.close)

@@ -15,6 +15,11 @@
 // Prometheus at GET /metrics there; with MESH_FAULTS_FILE set it injects the
 // faults that file names, re-reading it while it runs.
 //
+// With MESH_HEALTH_PROBE_ADDRESS set it also serves grpc.health.v1.Health,
+// and nothing else, plaintext there, for the kubelet's grpc probe, which
+// cannot present a client certificate to the mTLS port. It reports the
+// server's own health (NOT_SERVING through the drain) and stops after it.
+//
 // `inventory probe` is the healthcheck instead (probe.go): it checks the
 // health of the server that runs with the same environment.
 package main
@@ -23,6 +28,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -91,13 +97,16 @@ func run() int {
 
 	// Listen before opening the store: a second copy on a busy port fails
 	// on the port, not on waiting for the first copy's file lock.
-	listener, err := server.Listen(cfg.ListenAddr)
+	listener, probe, err := listen(cfg)
 	if err != nil {
 		return cannotStart(err)
 	}
 	store, err := stock.Open(cfg.DBPath)
 	if err != nil {
 		_ = listener.Close()
+		if probe != nil {
+			_ = probe.Close()
+		}
 		return cannotStart(err)
 	}
 	defer func() {
@@ -109,6 +118,7 @@ func run() int {
 	opts.Faults = server.Faults{Delay: cfg.FaultDelay, ErrorPercent: cfg.FaultErrorPercent,
 		File: cfg.FaultsFile, Service: cfg.Service}
 	opts.MaxConcurrentRPCs = cfg.MaxConcurrentRPCs
+	opts.HealthProbe = probe
 	if tracing.Enabled() {
 		opts.StatsHandler = telemetry.ServerHandler(tracing.Provider())
 	}
@@ -118,6 +128,10 @@ func run() int {
 	go func() { served <- srv.Serve() }()
 	logSecurity(cfg)
 	slog.Info(fmt.Sprintf("serving on port %d", srv.Port()), "port", srv.Port(), "db_path", cfg.DBPath)
+	if probe != nil {
+		addr := probe.Addr().String()
+		slog.Info("health probe at "+addr+" (plaintext, grpc.health.v1.Health only)", "health_probe_address", addr)
+	}
 	select {
 	case <-ctx.Done():
 		stop() // a second signal ends the process at once
@@ -129,6 +143,21 @@ func run() int {
 	}
 	slog.Info("stopped")
 	return 0
+}
+
+// listen binds the server's address and, when cfg.HealthProbeAddr is set, the
+// health probe's (nil otherwise); on an error nothing is left bound.
+func listen(cfg config.Config) (net.Listener, net.Listener, error) {
+	listener, err := server.Listen(cfg.ListenAddr)
+	if err != nil || cfg.HealthProbeAddr == "" {
+		return listener, nil, err
+	}
+	probe, err := server.ListenHealthProbe(cfg.HealthProbeAddr)
+	if err != nil {
+		_ = listener.Close()
+		return nil, nil, err
+	}
+	return listener, probe, nil
 }
 
 // secure sets up mTLS and authorization in opts when cfg.MTLS says so, and

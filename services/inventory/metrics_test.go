@@ -20,8 +20,8 @@ func TestMetricsNameTheCallerByItsCertificate(t *testing.T) {
 	s.ca = meshtlstest.WriteDir(t, s.dir, "inventory")
 	cfg := config.Config{MTLS: true, CertsDir: s.dir, Service: "inventory", PolicyFile: shopPolicy,
 		MetricsAddr: "127.0.0.1:0"}
-	var metricsAddr string
-	s.addr, metricsAddr = serveWithMetrics(t, cfg, tracetest.NewSpanRecorder())
+	served := serveEndpoints(t, cfg, tracetest.NewSpanRecorder())
+	s.addr = served.addr
 	orders := s.dial(t, s.ca.Issue(t, "orders"))
 	gateway := s.dial(t, s.ca.Issue(t, "gateway"))
 
@@ -42,7 +42,7 @@ func TestMetricsNameTheCallerByItsCertificate(t *testing.T) {
 	// The server records a call just after sending its status: poll.
 	var samples promtest.Samples
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		samples = promtest.Scrape(t, metricsAddr)
+		samples = promtest.Scrape(t, served.metrics)
 		if samples.Sum("rpc_server_call_duration_seconds_count", nil) >= 4 || time.Now().After(deadline) {
 			break
 		}

@@ -61,13 +61,16 @@ func serveSecured(t *testing.T) *secured {
 // serveWith builds the server as run does, from cfg, with a span recorder.
 func serveWith(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) string {
 	t.Helper()
-	addr, _ := serveWithMetrics(t, cfg, spans)
-	return addr
+	return serveEndpoints(t, cfg, spans).addr
 }
 
-// serveWithMetrics is serveWith that also returns the address of the
-// metrics endpoint when cfg.MetricsAddr asks for one ("" otherwise).
-func serveWithMetrics(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) (string, string) {
+// endpoints are where serveEndpoints serves: the server, and the metrics
+// and the health probe when cfg asks for them ("" otherwise).
+type endpoints struct{ addr, metrics, probe string }
+
+// serveEndpoints is serveWith that also returns the addresses of the
+// metrics and the health probe, on free loopback ports.
+func serveEndpoints(t *testing.T, cfg config.Config, spans *tracetest.SpanRecorder) endpoints {
 	t.Helper()
 	var opts server.Options
 	policy, err := secure(cfg, &opts)
@@ -78,9 +81,9 @@ func serveWithMetrics(t *testing.T, cfg config.Config, spans *tracetest.SpanReco
 	if err != nil {
 		t.Fatal(err)
 	}
-	metricsAddr := ""
+	var served endpoints
 	if metrics != nil {
-		metricsAddr = metrics.Addr()
+		served.metrics = metrics.Addr()
 	}
 	// Registered first, so it runs after the server has stopped.
 	t.Cleanup(func() {
@@ -93,21 +96,27 @@ func serveWithMetrics(t *testing.T, cfg config.Config, spans *tracetest.SpanReco
 	if err != nil {
 		t.Fatal(err)
 	}
-	listener, err := server.Listen("127.0.0.1:0")
+	cfg.ListenAddr = "127.0.0.1:0"
+	listener, probe, err := listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	served.addr = listener.Addr().String()
+	if probe != nil {
+		served.probe = probe.Addr().String()
+	}
+	opts.HealthProbe = probe
 	srv := server.New(listener, store, opts)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve() }()
 	t.Cleanup(func() {
 		srv.Shutdown(0, time.Second)
-		if err := <-served; err != nil {
+		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 		_ = store.Close()
 	})
-	return listener.Addr().String(), metricsAddr
+	return served
 }
 
 // dial is a new connection presenting client (none when nil) and checking
@@ -315,6 +324,36 @@ func TestWithMTLSOffNothingIsAuthorized(t *testing.T) {
 	if _, err := pb.NewInventoryServiceClient(conn).GetStock(callCtx(t),
 		&pb.GetStockRequest{ProductIds: []string{"prod-chemex"}}); err != nil {
 		t.Errorf("plaintext GetStock: %v", err)
+	}
+}
+
+// The kubelet's grpc probe: no certificate, plaintext, health only.
+func TestHealthProbeIsPlaintextBesideMTLS(t *testing.T) {
+	meshtlstest.CaptureLogs(t)
+	dir := t.TempDir()
+	ca := meshtlstest.WriteDir(t, dir, "inventory")
+	served := serveEndpoints(t, config.Config{MTLS: true, CertsDir: dir, Service: "inventory",
+		PolicyFile: shopPolicy, HealthProbeAddr: "127.0.0.1:0"}, tracetest.NewSpanRecorder())
+	probe, err := grpc.NewClient(served.probe, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	res, err := healthpb.NewHealthClient(probe).Check(callCtx(t), &healthpb.HealthCheckRequest{})
+	if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("probe: %v, %v; want SERVING", res.GetStatus(), err)
+	}
+	// Health alone is registered there: a business call finds no service.
+	if _, err := reserve(t, probe); status.Code(err) != codes.Unimplemented {
+		t.Errorf("reserve on the probe port: got %v, want UNIMPLEMENTED", err)
+	}
+	// The server's own port still takes mTLS only.
+	s := &secured{addr: served.addr, dir: dir, ca: ca}
+	if _, err := reserve(t, s.dial(t, ca.Issue(t, "orders"))); err != nil {
+		t.Errorf("reserve over mTLS: %v", err)
+	}
+	if err := health(t, s.dial(t, nil)); status.Code(err) != codes.Unavailable {
+		t.Errorf("no certificate on the server's port: got %v, want UNAVAILABLE", err)
 	}
 }
 

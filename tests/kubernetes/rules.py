@@ -16,7 +16,8 @@ one they broke. The rules:
   something that exists; a StatefulSet's serviceName is a headless Service;
 - each of the shop's gRPC services (mesh.certs.SERVICES) runs as a workload
   of its name with a `<name>` Service and a headless `<name>-headless`
-  Service, both exposing the container's gRPC port;
+  Service, both exposing the container's gRPC port, and is probed by
+  Kubernetes' native `grpc:` probes on a port its container declares;
 - `stateless_problems` (production): each stateless shop service (a
   Deployment) has a HorizontalPodAutoscaler of at least two replicas, a
   PodDisruptionBudget, and no replica count of its own for `kubectl apply`
@@ -170,12 +171,29 @@ def _reference_problems(manifests: Sequence[Manifest]) -> Iterator[str]:
             yield f"{ident(stateful)}: serviceName is not a headless Service"
 
 
+# The plaintext health-only port of the services whose gRPC port is mTLS
+# (MESH_HEALTH_PROBE_ADDRESS): not the port the Services expose.
+HEALTH_PORT_NAME = "grpc-health"
+
+
 def _grpc_port(manifest: Manifest) -> int | None:
     for container in pod_spec(manifest)["containers"]:
         for port in container.get("ports", []):
-            if "grpc" in port.get("name", ""):
+            name = port.get("name", "")
+            if "grpc" in name and name != HEALTH_PORT_NAME:
                 return int(port["containerPort"])
     return None
+
+
+def _probe_problems(manifest: Manifest) -> Iterator[str]:
+    container = pod_spec(manifest)["containers"][0]
+    declared = {port["containerPort"] for port in container.get("ports", [])}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = container.get(probe, {}).get("grpc")
+        if action is None:
+            yield f"{ident(manifest)}: {probe} is not Kubernetes' native grpc probe"
+        elif action.get("port") not in declared:
+            yield f"{ident(manifest)}: {probe} probes port {action.get('port')}, not declared"
 
 
 def _service_exposes(service: Manifest, port: int) -> bool:
@@ -188,6 +206,7 @@ def _grpc_service_problems(manifests: Sequence[Manifest]) -> Iterator[str]:
         if not found:
             yield f"{name}: no Deployment or StatefulSet"
             continue
+        yield from _probe_problems(found[0])
         port = _grpc_port(found[0])
         if port is None:
             yield f"{ident(found[0])}: no container port named for gRPC"

@@ -151,17 +151,18 @@ def test_services_are_configured_as_in_compose(rendered: Rendered, service: str)
     env = environment(manifests, container)
     for key, raw in entry["environment"].items():
         assert env.get(key) == _expected(key, str(raw)), f"{service}: {key}"
-    # The probes are compose's healthcheck: the image's own probe command
-    # (over mTLS as the service), or Kubernetes' gRPC probe where compose
-    # probes a plaintext port.
+    # Kubernetes' native gRPC probes: on the port compose probes where that
+    # is plaintext (the gateway's), else on the health-only plaintext port
+    # (MESH_HEALTH_PROBE_ADDRESS), which compose does not need: its
+    # healthcheck is the image's own probe over mTLS.
     healthcheck = entry["healthcheck"]["test"]
-    assert healthcheck[0] == "CMD"
+    if "--plaintext" in healthcheck:
+        port = int(healthcheck[-1].rsplit(":", 1)[1])
+    else:
+        port = int(env["MESH_HEALTH_PROBE_ADDRESS"].rsplit(":", 1)[1])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        if "--plaintext" in healthcheck:
-            port = int(healthcheck[-1].rsplit(":", 1)[1])
-            assert container[probe]["grpc"] == {"port": port}, f"{service}: {probe}"
-        else:
-            assert container[probe]["exec"]["command"] == healthcheck[1:], f"{service}: {probe}"
+        assert container[probe]["grpc"] == {"port": port}, f"{service}: {probe}"
+    assert port in {p["containerPort"] for p in container["ports"]}
     exposed = {int(port) for port in entry.get("expose", [])}
     exposed |= {int(str(port).rsplit(":", 1)[-1]) for port in entry.get("ports", [])}
     assert exposed <= {port["containerPort"] for port in container["ports"]}

@@ -99,6 +99,16 @@ def _headless_with_address(manifests: list[Manifest]) -> None:
     service["spec"]["clusterIP"] = "10.0.0.10"
 
 
+def _exec_probe(manifests: list[Manifest]) -> None:
+    main_container(workload(manifests, "payments"))["readinessProbe"] = {
+        "exec": {"command": ["node", "probe.js"]}
+    }
+
+
+def _probe_on_undeclared_port(manifests: list[Manifest]) -> None:
+    main_container(workload(manifests, "orders"))["livenessProbe"] = {"grpc": {"port": 9999}}
+
+
 def _selector_misses_pods(manifests: list[Manifest]) -> None:
     workload(manifests, "orders")["spec"]["selector"]["matchLabels"] = {
         "app.kubernetes.io/name": "order"
@@ -116,6 +126,11 @@ BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "no limits at all": (_no_limits, "container inventory: no memory in resources.limits"),
     "no readiness probe": (_no_readiness, "container payments: no readinessProbe"),
     "no liveness probe": (_no_liveness, "container jaeger: no livenessProbe"),
+    "exec probe": (
+        _exec_probe,
+        "StatefulSet/payments: readinessProbe is not Kubernetes' native grpc probe",
+    ),
+    "probe port": (_probe_on_undeclared_port, "StatefulSet/orders: livenessProbe probes port 9999"),
     "latest tag": (_latest, "image shopmesh/orders:latest is tagged latest"),
     "no tag": (_untagged, "image nats has no tag"),
     "pull always": (_always_pull, "container gateway: imagePullPolicy is Always"),

@@ -53,6 +53,13 @@ export interface ServerConfig {
    * (metrics.ts); port 0 picks a free one. Null or omitted: metrics off.
    */
   readonly metricsAddress?: string | null;
+  /**
+   * MESH_HEALTH_PROBE_ADDRESS: `host:port` of a second, plaintext gRPC
+   * listener that serves grpc.health.v1.Health alone, for the kubelet's
+   * `grpc:` probe, which cannot present the client certificate the main port
+   * requires with mTLS on; port 0 picks a free one. Null or omitted: none.
+   */
+  readonly healthProbeAddress?: string | null;
 }
 
 export interface PaymentsConfig {
@@ -73,6 +80,7 @@ export const DEFAULT_MAX_CONCURRENT_RPCS = 1000;
 /** The same names in mesh/config.py and the inventory's config. */
 export const FAULTS_FILE_VARIABLE = "MESH_FAULTS_FILE";
 export const METRICS_ADDRESS_VARIABLE = "MESH_METRICS_ADDRESS";
+export const HEALTH_PROBE_ADDRESS_VARIABLE = "MESH_HEALTH_PROBE_ADDRESS";
 const PAYMENTS_PROTO = path.join("shop", "payments", "v1", "payments.proto");
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -207,6 +215,7 @@ export function loadConfig(env: Env = process.env): PaymentsConfig {
       maxConcurrentRpcs: integer(env, MAX_CONCURRENT_RPCS_VARIABLE, DEFAULT_MAX_CONCURRENT_RPCS, 0),
       faultsFile: meshFile(env, FAULTS_FILE_VARIABLE),
       metricsAddress: optionalAddress(env, METRICS_ADDRESS_VARIABLE),
+      healthProbeAddress: optionalAddress(env, HEALTH_PROBE_ADDRESS_VARIABLE),
     },
     dbPath: raw(env, "PAYMENTS_DB_PATH", "payments.db"),
     protoDir: protoDir(env, __dirname),

@@ -5,8 +5,8 @@
 //
 // Exit status: 0 after a graceful stop on SIGTERM/SIGINT; 2 with one line
 // "configuration error: ..." naming the variable; 1 with one line
-// "cannot start: ..." when a port (gRPC, or MESH_METRICS_ADDRESS's) cannot be
-// bound or the database opened.
+// "cannot start: ..." when a port (gRPC, MESH_METRICS_ADDRESS's or
+// MESH_HEALTH_PROBE_ADDRESS's) cannot be bound or the database opened.
 
 import { ConfigError, loadConfig, METRICS_ADDRESS_VARIABLE, type PaymentsConfig } from "./config";
 import { configureLogging, log } from "./logging";

@@ -25,6 +25,12 @@
 // FAULT_DELAY_MS / FAULT_ERROR_PERCENT). With MESH_METRICS_ADDRESS set,
 // metrics.ts serves /metrics and its interceptor counts every call, ahead of
 // every guard; shutDown closes that listener last.
+//
+// With MESH_HEALTH_PROBE_ADDRESS set, a second gRPC server serves the same
+// HealthImplementation, and nothing else, in plaintext: the kubelet's `grpc:`
+// probe cannot present the client certificate the main port requires. It
+// shares the health state, so it reports NOT_SERVING through the drain, and
+// stops only once the main server has.
 
 import * as path from "node:path";
 import { format } from "node:util";
@@ -40,6 +46,7 @@ import { Authorization } from "./authz";
 import {
   DEFAULT_MAX_CONCURRENT_RPCS,
   faultsEnabled,
+  HEALTH_PROBE_ADDRESS_VARIABLE,
   type PaymentsConfig,
   type ServerConfig,
 } from "./config";
@@ -95,6 +102,15 @@ export interface PaymentsServer {
   readonly faults: Faults;
   /** The Prometheus listener; null when MESH_METRICS_ADDRESS is unset. shutDown closes it. */
   readonly metrics: MetricsEndpoint | null;
+  /** The health-only plaintext listener; null when MESH_HEALTH_PROBE_ADDRESS is unset. shutDown stops it. */
+  readonly healthProbe: HealthProbe | null;
+}
+
+export interface HealthProbe {
+  /** A plain grpc.Server: no guard, interceptor, reflection or payments service. */
+  readonly server: grpc.Server;
+  /** The bound port: the configured one, or the one picked for port 0. */
+  readonly port: number;
 }
 
 /**
@@ -139,6 +155,22 @@ function reason(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** Serves `health` alone, in plaintext, on `address`; a failed bind is a StartError naming the variable. */
+async function startHealthProbe(health: HealthImplementation, address: string): Promise<HealthProbe> {
+  const server = new grpc.Server();
+  health.addToServer(server);
+  let port: number;
+  try {
+    port = await bind(server, address, grpc.ServerCredentials.createInsecure());
+  } catch (error) {
+    server.forceShutdown();
+    throw new StartError(`cannot listen on ${HEALTH_PROBE_ADDRESS_VARIABLE}=${address}: ${reason(error)}`);
+  }
+  // Nothing after this bind can fail the start, so the line cannot precede a "cannot start".
+  log.info(`health probe at ${address.replace(/:\d+$/, `:${port}`)}: grpc.health.v1.Health only, plaintext`);
+  return { server, port };
+}
+
 /** Opens the store and returns a bound, SERVING server. */
 export async function build(config: PaymentsConfig, options: BuildOptions = {}): Promise<PaymentsServer> {
   let store: SqlitePaymentStore;
@@ -178,6 +210,7 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
   // and denied calls are counted too.
   const serverOptions: grpc.ServerOptions = metrics === null ? {} : { interceptors: [metrics.metrics.interceptor] };
   const server = guards.length > 0 ? new GuardedServer(guards, serverOptions) : new grpc.Server(serverOptions);
+  let healthProbe: HealthProbe | null = null;
   try {
     const envFaults = config.server.faults;
     if (faultsEnabled(envFaults)) {
@@ -206,6 +239,9 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
     } catch (error) {
       throw new StartError(`cannot listen on ${config.server.listenAddr}: ${reason(error)}`);
     }
+    if (config.server.healthProbeAddress) {
+      healthProbe = await startHealthProbe(health, config.server.healthProbeAddress);
+    }
     // Said once bound, so that a failed start stays one "cannot start" line.
     if (security?.enabled) {
       log.info(`mTLS on: serving as ${security.service} with certificates from ${security.certsDir}`);
@@ -217,9 +253,10 @@ export async function build(config: PaymentsConfig, options: BuildOptions = {}):
     for (const name of healthNames) {
       health.setStatus(name, "SERVING");
     }
-    return { server, health, store, port, healthNames, reloader, limit, faults, metrics };
+    return { server, health, store, port, healthNames, reloader, limit, faults, metrics, healthProbe };
   } catch (error) {
     server.forceShutdown();
+    healthProbe?.server.forceShutdown();
     store.close();
     await metrics?.close();
     throw error;
@@ -251,6 +288,11 @@ export async function shutDown(payments: PaymentsServer, config: ServerConfig): 
       resolve();
     });
   });
+  // Only now, so that a probe during the drain and the grace period is
+  // answered NOT_SERVING rather than refused. Forced: a Check is answered at
+  // once, and a Watch stream never ends by itself, so tryShutdown could wait
+  // for ever.
+  payments.healthProbe?.server.forceShutdown();
   payments.store.close();
   // Last, so that a scrape during the drain still sees the calls ending.
   await payments.metrics?.close();

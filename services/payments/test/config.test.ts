@@ -18,6 +18,7 @@ test("defaults match the Python services' and the compose topology", () => {
     maxConcurrentRpcs: 1000,
     faultsFile: null,
     metricsAddress: null,
+    healthProbeAddress: null,
   });
   assert.equal(config.dbPath, "payments.db");
   assert.equal(config.logLevel, "INFO");
@@ -64,6 +65,11 @@ test("malformed values raise ConfigError naming the variable", () => {
     [{ MESH_METRICS_ADDRESS: ":9464" }, "MESH_METRICS_ADDRESS"],
     [{ MESH_METRICS_ADDRESS: "0.0.0.0:http" }, "MESH_METRICS_ADDRESS"],
     [{ MESH_METRICS_ADDRESS: "0.0.0.0:70000" }, "MESH_METRICS_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "8086" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: ":8086" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0:" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0:grpc" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0:70000" }, "MESH_HEALTH_PROBE_ADDRESS"],
   ];
   for (const [env, variable] of cases) {
     assert.throws(
@@ -88,4 +94,11 @@ test("MESH_FAULTS_FILE is resolved from the repository root; MESH_METRICS_ADDRES
   assert.equal(loadConfig({ MESH_FAULTS_FILE: "/tmp/faults.yaml" }).server.faultsFile, "/tmp/faults.yaml");
   assert.equal(loadConfig({ MESH_FAULTS_FILE: " ", MESH_METRICS_ADDRESS: "" }).server.faultsFile, null);
   assert.equal(loadConfig({ MESH_METRICS_ADDRESS: "" }).server.metricsAddress, null);
+});
+
+test("MESH_HEALTH_PROBE_ADDRESS is kept as given; unset or empty, there is no probe listener", () => {
+  assert.equal(loadConfig({ MESH_HEALTH_PROBE_ADDRESS: " 0.0.0.0:8086 " }).server.healthProbeAddress, "0.0.0.0:8086");
+  assert.equal(loadConfig({ MESH_HEALTH_PROBE_ADDRESS: "[::]:0" }).server.healthProbeAddress, "[::]:0");
+  assert.equal(loadConfig({}).server.healthProbeAddress, null);
+  assert.equal(loadConfig({ MESH_HEALTH_PROBE_ADDRESS: "  " }).server.healthProbeAddress, null);
 });

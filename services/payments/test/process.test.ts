@@ -1,6 +1,7 @@
 // The compiled entry point as a process: exit statuses and their one-line
 // messages, JSON logs, and a graceful stop on SIGTERM that lets a call in
-// flight finish, with and without a reachable trace collector.
+// flight finish, with and without a reachable trace collector; the health
+// probe listener (MESH_HEALTH_PROBE_ADDRESS) through a stop.
 
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -11,6 +12,7 @@ import { createInterface } from "node:readline";
 import { test } from "node:test";
 
 import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
 
 import { loadConfig } from "../src/config";
 import { chargeRequest, connect, tempDir } from "../testing/helpers";
@@ -94,6 +96,8 @@ test("a malformed variable exits 2 with one line naming it", LIMIT, async (t) =>
     // "MESH_MTLS is on but <dir>/ca.pem is missing (MESH_CERTS_DIR=<dir>; ...)"
     [{ MESH_MTLS: "on", MESH_CERTS_DIR: path.join(tempDir(t), "none") }, "MESH_CERTS_DIR"],
     [{ MESH_METRICS_ADDRESS: "9464" }, "MESH_METRICS_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0:probe" }, "MESH_HEALTH_PROBE_ADDRESS"],
   ];
   for (const [env, variable] of cases) {
     // Loopback and port 0 even here: should a check regress, the process
@@ -291,5 +295,51 @@ test("OTEL_SDK_DISABLED=true turns the metrics off too, with a warning", LIMIT, 
   assert.ok(messages.includes("MESH_METRICS_ADDRESS=127.0.0.1:0 ignored: OTEL_SDK_DISABLED=true"), messages.join("\n"));
   assert.ok(!messages.some((m) => m.startsWith("metrics for Prometheus")), messages.join("\n"));
   service.child.kill("SIGTERM");
+  assert.equal(await service.exit, 0);
+});
+
+test("a health probe port in use exits 1 with one 'cannot start' line naming MESH_HEALTH_PROBE_ADDRESS", LIMIT, async (t) => {
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+  t.after(() => blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  const { code, lines } = await run(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    MESH_HEALTH_PROBE_ADDRESS: `127.0.0.1:${port}`,
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+  });
+  assert.equal(code, 1);
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0] ?? "", new RegExp(`^cannot start: cannot listen on MESH_HEALTH_PROBE_ADDRESS=127\\.0\\.0\\.1:${port}: `));
+});
+
+test("with MESH_MTLS=on, the health probe port answers plaintext: SERVING, then NOT_SERVING through the drain", LIMIT, async (t) => {
+  const certs = makeCerts(t);
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    MESH_HEALTH_PROBE_ADDRESS: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_SDK_DISABLED: "true",
+    MESH_MTLS: "on",
+    MESH_CERTS_DIR: certs.dir,
+    SHUTDOWN_DRAIN_SECONDS: "2",
+  });
+  const probeLine = await service.waitFor((line) => message(line).startsWith("health probe at "));
+  const probePort = Number(/^health probe at 127\.0\.0\.1:(\d+):/.exec(message(probeLine))?.[1]);
+  await service.waitFor((line) => line.includes("serving on port"));
+  const Health = grpc.makeClientConstructor(healthService, "grpc.health.v1.Health");
+  const probe = new Health(`127.0.0.1:${probePort}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+    check(request: { service: string }, callback: (error: grpc.ServiceError | null, response: { status: string }) => void): void;
+  };
+  t.after(() => probe.close());
+  const check = (): Promise<string> =>
+    new Promise((resolve, reject) =>
+      probe.check({ service: "" }, (error, response) => (error === null ? resolve(response.status) : reject(error))),
+    );
+  assert.equal(await check(), "SERVING");
+  service.child.kill("SIGTERM");
+  await service.waitFor((line) => message(line).startsWith("draining for"));
+  assert.equal(await check(), "NOT_SERVING");
   assert.equal(await service.exit, 0);
 });

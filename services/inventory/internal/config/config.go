@@ -77,6 +77,10 @@ type Config struct {
 	// MetricsAddr is MESH_METRICS_ADDRESS: host:port of the HTTP listener
 	// serving Prometheus text at GET /metrics; "" turns metrics off.
 	MetricsAddr string
+	// HealthProbeAddr is MESH_HEALTH_PROBE_ADDRESS: host:port of a second,
+	// plaintext gRPC listener serving grpc.health.v1.Health alone, for
+	// probes that cannot present a certificate (the kubelet's); "" for none.
+	HealthProbeAddr string
 }
 
 // MaxConcurrentRPCsDefault is GRPC_MAX_CONCURRENT_RPCS when it is unset, as
@@ -113,8 +117,9 @@ func FromEnv(lookup LookupFunc) (Config, error) {
 		PolicyFile:      env.text("MESH_POLICY_FILE", "mesh/policy.yaml"),
 		MaxConcurrentRPCs: env.integer("GRPC_MAX_CONCURRENT_RPCS",
 			strconv.Itoa(MaxConcurrentRPCsDefault), 0, math.MaxInt32),
-		FaultsFile:  env.text("MESH_FAULTS_FILE", ""),
-		MetricsAddr: env.optionalAddress("MESH_METRICS_ADDRESS"),
+		FaultsFile:      env.text("MESH_FAULTS_FILE", ""),
+		MetricsAddr:     env.optionalAddress("MESH_METRICS_ADDRESS"),
+		HealthProbeAddr: env.optionalAddress("MESH_HEALTH_PROBE_ADDRESS"),
 	}
 	if env.err == nil && cfg.MTLS {
 		// Here rather than at the first handshake: a deployment without

@@ -53,21 +53,22 @@ func TestDefaults(t *testing.T) {
 
 func TestValuesAreRead(t *testing.T) {
 	cfg, err := FromEnv(lookup(map[string]string{
-		"GRPC_LISTEN_ADDR":         " 127.0.0.1:0 ",
-		"INVENTORY_DB_PATH":        "/data/inventory.db",
-		"SHUTDOWN_DRAIN_SECONDS":   "0",
-		"SHUTDOWN_GRACE_SECONDS":   "2.5",
-		"FAULT_DELAY_MS":           "150",
-		"FAULT_ERROR_PERCENT":      "12.5",
-		"LOG_LEVEL":                "warning",
-		"OTEL_SDK_DISABLED":        "TRUE",
-		"MESH_MTLS":                "On",
-		"MESH_CERTS_DIR":           certsDir(t, "orders"),
-		"MESH_SERVICE_IDENTITY":    "spiffe://shop.local/orders",
-		"MESH_POLICY_FILE":         "/etc/shopmesh/policy.yaml",
-		"GRPC_MAX_CONCURRENT_RPCS": "50",
-		"MESH_FAULTS_FILE":         " /etc/shopmesh/faults.yaml ",
-		"MESH_METRICS_ADDRESS":     "0.0.0.0:9463",
+		"GRPC_LISTEN_ADDR":          " 127.0.0.1:0 ",
+		"INVENTORY_DB_PATH":         "/data/inventory.db",
+		"SHUTDOWN_DRAIN_SECONDS":    "0",
+		"SHUTDOWN_GRACE_SECONDS":    "2.5",
+		"FAULT_DELAY_MS":            "150",
+		"FAULT_ERROR_PERCENT":       "12.5",
+		"LOG_LEVEL":                 "warning",
+		"OTEL_SDK_DISABLED":         "TRUE",
+		"MESH_MTLS":                 "On",
+		"MESH_CERTS_DIR":            certsDir(t, "orders"),
+		"MESH_SERVICE_IDENTITY":     "spiffe://shop.local/orders",
+		"MESH_POLICY_FILE":          "/etc/shopmesh/policy.yaml",
+		"GRPC_MAX_CONCURRENT_RPCS":  "50",
+		"MESH_FAULTS_FILE":          " /etc/shopmesh/faults.yaml ",
+		"MESH_METRICS_ADDRESS":      "0.0.0.0:9463",
+		"MESH_HEALTH_PROBE_ADDRESS": " 0.0.0.0:8086 ",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -88,6 +89,7 @@ func TestValuesAreRead(t *testing.T) {
 		MaxConcurrentRPCs: 50,
 		FaultsFile:        "/etc/shopmesh/faults.yaml",
 		MetricsAddr:       "0.0.0.0:9463",
+		HealthProbeAddr:   "0.0.0.0:8086",
 	}
 	if cfg != want {
 		t.Errorf("got %+v, want %+v", cfg, want)
@@ -137,6 +139,11 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		{"MESH_METRICS_ADDRESS", ":9463"},
 		{"MESH_METRICS_ADDRESS", "0.0.0.0:65536"},
 		{"MESH_METRICS_ADDRESS", "http://0.0.0.0:9463/metrics"},
+		{"MESH_HEALTH_PROBE_ADDRESS", "8086"},
+		{"MESH_HEALTH_PROBE_ADDRESS", "0.0.0.0"},
+		{"MESH_HEALTH_PROBE_ADDRESS", ":8086"},
+		{"MESH_HEALTH_PROBE_ADDRESS", "0.0.0.0:http"},
+		{"MESH_HEALTH_PROBE_ADDRESS", "0.0.0.0:65536"},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
@@ -152,13 +159,21 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 	}
 }
 
-func TestMetricsAndFaultsFileAreOffWhenBlank(t *testing.T) {
-	cfg, err := FromEnv(lookup(map[string]string{"MESH_METRICS_ADDRESS": " ", "MESH_FAULTS_FILE": "", "MESH_MTLS": "off"}))
+func TestMetricsFaultsFileAndHealthProbeAreOffWhenBlank(t *testing.T) {
+	cfg, err := FromEnv(lookup(map[string]string{"MESH_METRICS_ADDRESS": " ", "MESH_FAULTS_FILE": "",
+		"MESH_HEALTH_PROBE_ADDRESS": "  ", "MESH_MTLS": "off"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MetricsAddr != "" || cfg.FaultsFile != "" {
+	if cfg.MetricsAddr != "" || cfg.FaultsFile != "" || cfg.HealthProbeAddr != "" {
 		t.Errorf("got %+v", cfg)
+	}
+}
+
+func TestABadHealthProbeAddressSaysWhatItWants(t *testing.T) {
+	_, err := FromEnv(lookup(map[string]string{"MESH_HEALTH_PROBE_ADDRESS": "0.0.0.0:probe", "MESH_MTLS": "off"}))
+	if err == nil || err.Error() != `MESH_HEALTH_PROBE_ADDRESS must be host:port, got "0.0.0.0:probe"` {
+		t.Errorf("got %v", err)
 	}
 }
 

@@ -49,6 +49,7 @@ func start(t *testing.T, opts Options) *fixture {
 	t.Cleanup(func() {
 		_ = conn.Close()
 		srv.grpc.Stop()
+		srv.stopProbe()
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
@@ -56,6 +57,24 @@ func start(t *testing.T, opts Options) *fixture {
 	})
 	return &fixture{srv: srv, store: store, conn: conn,
 		client: pb.NewInventoryServiceClient(conn), health: healthpb.NewHealthClient(conn)}
+}
+
+// startWithProbe is start with a health probe on another free loopback
+// port, and a plaintext connection to that probe.
+func startWithProbe(t *testing.T, opts Options) (*fixture, *grpc.ClientConn) {
+	t.Helper()
+	probe, err := ListenHealthProbe("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.HealthProbe = probe
+	f := start(t, opts)
+	conn, err := grpc.NewClient(probe.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return f, conn
 }
 
 func ctx(t *testing.T) context.Context {

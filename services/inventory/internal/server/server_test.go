@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -183,4 +184,105 @@ func TestShutdownCancelsCallsAfterGrace(t *testing.T) {
 	if err := <-result; err == nil {
 		t.Error("a call still running after the grace period succeeded")
 	}
+}
+
+func TestHealthProbeServesHealthOnly(t *testing.T) {
+	f, conn := startWithProbe(t, Options{})
+	probe := healthpb.NewHealthClient(conn)
+	for _, name := range []string{"", ServiceName} {
+		res, err := probe.Check(ctx(t), &healthpb.HealthCheckRequest{Service: name})
+		if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("probe's health of %q: %v, %v", name, res.GetStatus(), err)
+		}
+	}
+	_, err := pb.NewInventoryServiceClient(conn).GetStock(ctx(t), &pb.GetStockRequest{ProductIds: []string{"prod-chemex"}})
+	wantCode(t, err, codes.Unimplemented)
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx(t))
+	if err == nil {
+		// The status comes with the first reply; Send may already see the stream end.
+		_ = stream.Send(&reflectionpb.ServerReflectionRequest{
+			MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+		_, err = stream.Recv()
+	}
+	wantCode(t, err, codes.Unimplemented)
+	// The server itself is untouched by it.
+	if _, err := f.client.GetStock(ctx(t), &pb.GetStockRequest{ProductIds: []string{"prod-chemex"}}); err != nil {
+		t.Errorf("GetStock on the server: %v", err)
+	}
+}
+
+func TestNoHealthProbeUnlessAsked(t *testing.T) {
+	if f := start(t, Options{}); f.srv.probe != nil {
+		t.Error("a health probe server without Options.HealthProbe")
+	}
+}
+
+func TestListenHealthProbeNamesTheVariable(t *testing.T) {
+	busy, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, err = ListenHealthProbe(busy.Addr().String())
+	want := "cannot listen on " + busy.Addr().String() + " (MESH_HEALTH_PROBE_ADDRESS): "
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("got %v, want %s...", err, want)
+	}
+}
+
+func TestHealthProbeReportsNotServingUntilTheServerHasStopped(t *testing.T) {
+	interceptor, started, release := hold()
+	f, conn := startWithProbe(t, Options{Interceptors: []grpc.UnaryServerInterceptor{interceptor}})
+	probe := healthpb.NewHealthClient(conn)
+	result := make(chan error, 1)
+	go func() {
+		_, err := f.client.ReserveStock(ctx(t), &pb.ReserveStockRequest{OrderId: "o-probed",
+			Lines: []*pb.ReservationLine{line("prod-chemex", 1)}})
+		result <- err
+	}()
+	<-started
+	stopped := make(chan struct{})
+	go func() {
+		f.srv.Shutdown(50*time.Millisecond, callTimeout)
+		close(stopped)
+	}()
+
+	// The drain: the probe port says NOT_SERVING, over the network.
+	for status := healthpb.HealthCheckResponse_SERVING; status != healthpb.HealthCheckResponse_NOT_SERVING; {
+		res, err := probe.Check(ctx(t), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatalf("probe during the drain: %v", err)
+		}
+		status = res.GetStatus()
+	}
+	// Past the drain, the server's listener is closed, but the call in
+	// flight keeps it from having stopped: the probe still answers.
+	for deadline := time.Now().Add(callTimeout); ; time.Sleep(time.Millisecond) {
+		c, err := net.Dial("tcp", f.srv.listener.Addr().String())
+		if err != nil {
+			break
+		}
+		_ = c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the server still accepts connections after the drain")
+		}
+	}
+	res, err := probe.Check(ctx(t), &healthpb.HealthCheckRequest{})
+	if err != nil || res.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("probe while a call is in flight: %v, %v; want NOT_SERVING", res.GetStatus(), err)
+	}
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown returned with a call in flight")
+	default:
+	}
+
+	close(release)
+	if err := <-result; err != nil {
+		t.Fatalf("call in flight failed: %v", err)
+	}
+	<-stopped
+	// Stopped with the server: nothing answers on the probe port any more.
+	_, err = probe.Check(ctx(t), &healthpb.HealthCheckRequest{})
+	wantCode(t, err, codes.Unavailable)
 }
