@@ -17,6 +17,7 @@ import dataclasses
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,25 @@ def which(name: str) -> str:
     if found is None:
         pytest.fail(f"{name} is not on PATH")
     return found
+
+
+# What the tests of a deployed stack (tests/compose, tests/kubernetes/cluster)
+# measured: start-up times, memory, figures under load. Printed after the
+# test summary, so CI logs carry them.
+Measurements = list[tuple[str, str]]  # (label, value), in order
+MEASUREMENTS = pytest.StashKey[Measurements]()
+
+
+@pytest.fixture(scope="session")
+def measurements(request: pytest.FixtureRequest) -> Measurements:
+    return request.config.stash.setdefault(MEASUREMENTS, [])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(MEASUREMENTS, [])
+    if not lines:
+        return
+    terminalreporter.section("measurements")
+    width = max(len(label) for label, _ in lines)
+    for label, value in lines:
+        terminalreporter.write_line(f"{label:<{width}}  {value}")

@@ -68,9 +68,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 class Gateway:
     """The shop's public entry at `address` (host:port, plaintext)."""
 
-    address: str
     env: dict[str, str]  # what grpcurl and the token minter run with
     keys: dict[str, str]  # the stack's .env: the gateway's JWT key among them
+    address: str = ""  # known once the stack runs
 
     def grpcurl(
         self,

@@ -26,21 +26,29 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from localmode.topology import REPO_ROOT
 from mesh.faultctl import write as write_faults
 from tests.conftest import GRPCURL, require_tool
+from tests.shop_calls import (
+    SIX,
+    Checkout,
+    Gateway,
+    notification_of,
+    place_order,
+    read_env_file,
+    run,
+    spans_per_host,
+    wait_until,
+)
 from tracing.jaeger import wait_for_trace
 
 pytestmark = pytest.mark.compose
@@ -56,9 +64,8 @@ KEY_VARIABLES = (
     "GATEWAY_JWT_KEY",
     "GATEWAY_API_KEYS",
 )
-SIX = {"gateway", "catalog", "orders", "inventory", "payments", "notifications"}
 ONE_SHOT = "certs"  # makes the mesh's certificates, then exits
-PUBLISHED = {("gateway", 8080), ("jaeger", 16686)}
+PUBLISHED = {("gateway", 8080), ("jaeger", 16686), ("console", 8088)}
 # The compose test's own published ports: free ones, on loopback only; and
 # its own fault file's folder in place of ./faults (volumes merge by target),
 # so that a `make fault` for a stack the user has up is neither read nor touched.
@@ -69,38 +76,26 @@ services:
     volumes: ["{faults}:/faults:ro"]
   jaeger:
     ports: !override ["127.0.0.1::16686"]
+  console:
+    ports: !override ["127.0.0.1::8088"]
+    volumes: ["{faults}:/faults"]
 """
 FAULTS_MOUNT = '  {service}:\n    volumes: ["{faults}:/faults:ro"]\n'
 FAULTED = ("catalog", "orders", "inventory", "payments", "notifications")  # and the gateway
 BUILD_TIMEOUT_S = 40 * 60
 UP_TIMEOUT_S = 300
-CALL_TIMEOUT_S = 30
 WAIT_S = 90.0
 
-T = TypeVar("T")
 
+@dataclass(kw_only=True)
+class Stack(Gateway):
+    """The compose project; its published gateway is `address`."""
 
-def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float, every_s: float) -> T:
-    """Calls `probe` until it returns something other than None; at most `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() + every_s > deadline:
-            raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
-        time.sleep(every_s)
-
-
-@dataclass
-class Stack:
     project: str
     workdir: Path
-    env: dict[str, str]  # what compose and the token minter run with
-    keys: dict[str, str]  # the test's .env
     measurements: list[tuple[str, str]]  # printed at the end (conftest.py)
-    gateway: str = ""  # host:port of the published gateway
     jaeger_url: str = ""
+    console_url: str = ""
 
     def compose_argv(self, *args: str) -> list[str]:
         return [
@@ -132,61 +127,6 @@ class Stack:
     def container_ids(self, service: str) -> list[str]:
         out = self.compose("ps", "--quiet", service).stdout
         return sorted(line for line in out.split() if line)
-
-    def grpcurl(
-        self,
-        method: str,
-        body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        check: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        argv = [str(GRPCURL), "-plaintext", "-max-time", "20"]
-        for name, value in (headers or {}).items():
-            argv += ["-H", f"{name}: {value}"]
-        if body is not None:
-            argv += ["-d", json.dumps(body)]
-        argv += [self.gateway, *method.split()]
-        return run(argv, self.env, CALL_TIMEOUT_S, check)
-
-    def call(
-        self, method: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.grpcurl(method, body, headers).stdout or "{}")
-        return result
-
-    def token(self, subject: str) -> str:
-        env = {**self.env, **self.keys}
-        out = run(
-            [sys.executable, "-m", "gateway.token", "--sub", subject, "--ttl", "3600"],
-            env,
-            30,
-            True,
-        ).stdout
-        return out.strip().splitlines()[-1]
-
-
-def run(
-    argv: Sequence[str], env: Mapping[str, str], timeout_s: float, check: bool
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        list(argv),
-        cwd=REPO_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
-        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{tail}")
-    return result
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines())
-    return {k: v for k, v, *_ in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
 
 
 def published_port(stack: Stack, service: str, port: int) -> str:
@@ -272,8 +212,9 @@ def stack(
             timeout_s=UP_TIMEOUT_S + 60,
         )
         measurements.append(("docker compose up --wait", f"{time.monotonic() - started:.0f} s"))
-        stack.gateway = published_port(stack, "gateway", 8080)
+        stack.address = published_port(stack, "gateway", 8080)
         stack.jaeger_url = f"http://{published_port(stack, 'jaeger', 16686)}"
+        stack.console_url = f"http://{published_port(stack, 'console', 8088)}"
         images = stack.docker(
             "image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}", "shopmesh/*"
         ).stdout.split("\n")
@@ -299,43 +240,17 @@ def auth(stack: Stack, customer: str) -> dict[str, str]:
     return {"authorization": f"Bearer {stack.token(customer)}"}
 
 
-@dataclass(frozen=True)
-class Checkout:
-    order_id: str
-    trace_id: str
-
-
 @pytest.fixture(scope="module")
 def checkout(stack: Stack, customer: str, auth: dict[str, str]) -> Checkout:
-    trace_id = secrets.token_hex(16)
-    headers = {**auth, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-    reply = stack.call(
-        "shop.orders.v1.OrdersService/PlaceOrder",
-        {
-            "idempotency_key": f"compose-{secrets.token_hex(8)}",
-            "customer_id": customer,
-            "email": "ada@example.com",
-            "lines": [{"product_id": "prod-aeropress", "quantity": 1}],
-            "card": {
-                "number": "4242424242424242",
-                "expiry_month": 12,
-                "expiry_year": 2034,
-                "cvc": "123",
-            },
-        },
-        headers,
-    )
-    order = reply["order"]
-    assert order["status"] == "ORDER_STATUS_CONFIRMED", reply
-    return Checkout(order_id=order["id"], trace_id=trace_id)
+    return place_order(stack, customer, auth)
 
 
-def test_the_compose_file_declares_health_limits_volumes_and_two_published_ports(
+def test_the_compose_file_declares_health_limits_volumes_and_three_published_ports(
     stack: Stack,
 ) -> None:
     config = json.loads(stack.compose("config", "--format", "json").stdout)
     services: dict[str, Any] = config["services"]
-    assert set(services) == SIX | {"jaeger", "nats", ONE_SHOT}
+    assert set(services) == SIX | {"jaeger", "nats", "console", ONE_SHOT}
     # The one-shot that makes the certificates runs to completion: no
     # healthcheck, no port; every service waits for it to have succeeded.
     assert not services[ONE_SHOT].get("ports")
@@ -411,54 +326,28 @@ def test_the_checkout_is_notified(
     stack: Stack, checkout: Checkout, customer: str, auth: dict[str, str]
 ) -> None:
     def notified() -> dict[str, Any] | None:
-        reply = stack.call(
-            "shop.notifications.v1.NotificationsService/ListNotifications",
-            {"customer_id": customer, "page_size": 10},
-            auth,
-        )
-        mine = [n for n in reply.get("notifications", []) if n["order_id"] == checkout.order_id]
-        return mine[0] if mine else None
+        return notification_of(stack, checkout, customer, auth)
 
     notification = wait_until("the checkout's notification", notified, WAIT_S, 1.0)
     assert notification["customer_id"] == customer
 
 
-def _rfc3339(unix_ns: int) -> str:
-    seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+def test_the_console_shows_every_service_serving_and_the_checkouts_edges(
+    stack: Stack, checkout: Checkout
+) -> None:
+    def topology() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{stack.console_url}/api/topology", timeout=10) as r:
+            document: dict[str, Any] = json.load(r)
+        return document
 
-
-def catalog_hosts(stack: Stack, since_ns: int) -> Counter[str]:
-    """How many catalog spans each container (host.name) recorded since `since_ns`.
-
-    Read from the raw OTLP resources of Jaeger's API v3: the typed model in
-    tracing/ keeps only service.name.
-    """
-    query = urllib.parse.urlencode(
-        {
-            "query.service_name": "catalog",
-            "query.start_time_min": _rfc3339(since_ns),
-            "query.start_time_max": _rfc3339(time.time_ns() + 60 * 10**9),
-            "query.num_traces": "1000",
-        }
-    )
-    try:
-        with urllib.request.urlopen(f"{stack.jaeger_url}/api/v3/traces?{query}", timeout=10) as r:
-            document = json.load(r)
-    except urllib.error.HTTPError as error:
-        if error.code == 404:  # no trace yet
-            return Counter()
-        raise
-    hosts: Counter[str] = Counter()
-    for resource_spans in document.get("result", {}).get("resourceSpans", []):
-        attributes = {
-            a["key"]: next(iter(a.get("value", {}).values()), None)
-            for a in resource_spans.get("resource", {}).get("attributes", [])
-        }
-        if attributes.get("service.name") == "catalog":
-            spans = sum(len(s.get("spans", [])) for s in resource_spans.get("scopeSpans", []))
-            hosts[str(attributes.get("host.name"))] += spans
-    return hosts
+    document = topology()
+    health = {n["id"]: n["health"] for n in document["nodes"] if n["kind"] == "service"}
+    assert health == dict.fromkeys(SIX, "SERVING"), document["errors"]
+    edges = {e["id"]: e for e in document["edges"]}
+    for edge in ("gateway->orders", "orders->catalog", "orders->inventory", "orders->payments"):
+        assert edges[edge]["calls"] > 0, edges.keys()
+    with urllib.request.urlopen(stack.console_url, timeout=10) as page:
+        assert b"<html" in page.read(4096).lower()
 
 
 def test_scaled_catalog_replicas_all_get_calls_through_dns_round_robin(stack: Stack) -> None:
@@ -485,7 +374,7 @@ def test_scaled_catalog_replicas_all_get_calls_through_dns_round_robin(stack: St
     def every_replica_served() -> Counter[str] | None:
         for _ in range(6):
             stack.call("shop.catalog.v1.CatalogService/GetProduct", {"id": "prod-chemex"})
-        hosts = catalog_hosts(stack, since)
+        hosts = spans_per_host(stack.jaeger_url, "catalog", since)
         return hosts if hostnames <= set(hosts) else None
 
     # The gateway resolved `catalog` when it first connected; it resolves it

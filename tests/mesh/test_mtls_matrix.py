@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -84,23 +85,32 @@ def methods_of(module: object) -> list[Method]:
     ]
 
 
+async def first_message(stream: Any) -> None:
+    """Reads one message (or the end) of a response stream, then cancels it.
+    Not `async for ...: break`: leaving the iterator cancels the call from
+    inside its own read, which grpc.aio may surface as a CancelledError of the
+    whole gather (seen in CI under load)."""
+    try:
+        await stream.read()
+    finally:
+        stream.cancel()
+
+
 async def call(channel: grpc.aio.Channel, method: Method, identity: str) -> str:
     """What became of an empty request to `method` from `identity`."""
     try:
         if not method.client_streaming and not method.server_streaming:
             await channel.unary_unary(method.path, None, None)(b"", timeout=CALL_TIMEOUT_S)
         elif not method.client_streaming:
-            async for _ in channel.unary_stream(method.path, None, None)(
-                b"", timeout=CALL_TIMEOUT_S
-            ):
-                break
+            await first_message(
+                channel.unary_stream(method.path, None, None)(b"", timeout=CALL_TIMEOUT_S)
+            )
         elif not method.server_streaming:
             await channel.stream_unary(method.path, None, None)(iter(()), timeout=CALL_TIMEOUT_S)
         else:
-            async for _ in channel.stream_stream(method.path, None, None)(
-                iter(()), timeout=CALL_TIMEOUT_S
-            ):
-                break
+            await first_message(
+                channel.stream_stream(method.path, None, None)(iter(()), timeout=CALL_TIMEOUT_S)
+            )
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             return "refused in the handshake"

@@ -1,19 +1,18 @@
 """The cluster and the shop on it, once per session (`make k8s-test`): started
 before the first test, stopped and cleaned away after the last, whatever
 happens; the logs of the cluster's programs are kept in .run/k8s-test/logs.
-What the run measured is printed at the end, so CI logs carry it."""
+What the run measured is printed at the end (tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from localmode.topology import REPO_ROOT
-from tests.conftest import GRPCURL, require_tool
+from tests.conftest import GRPCURL, Measurements, require_tool
 from tests.kubernetes.cluster import shop
 from tests.kubernetes.cluster.layout import Layout
 from tests.kubernetes.cluster.node import Node, remove_state
@@ -21,23 +20,6 @@ from tests.kubernetes.cluster.processes import StartFailed
 from tests.shop_calls import Checkout, Gateway, place_order
 
 LOGS = REPO_ROOT / ".run" / "k8s-test" / "logs"
-Measurements = list[tuple[str, str]]
-MEASUREMENTS = pytest.StashKey[Measurements]()
-
-
-@pytest.fixture(scope="session")
-def measurements(request: pytest.FixtureRequest) -> Measurements:
-    return request.config.stash.setdefault(MEASUREMENTS, [])
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(MEASUREMENTS, [])
-    if not lines:
-        return
-    terminalreporter.section("kubernetes cluster measurements")
-    width = max(len(label) for label, _ in lines)
-    for label, value in lines:
-        terminalreporter.write_line(f"{label:<{width}}  {value}")
 
 
 @pytest.fixture(scope="session")
