@@ -75,8 +75,16 @@ ECHO_GO_BIN := $(BUILD)/bin/echo-go
 $(ECHO_GO_BIN): $(wildcard bench/echo-go/*.go) bench/echo-go/go.mod bench/echo-go/go.sum
 	cd bench/echo-go && go build -o $@ .
 
+# The console's web page (services/console/web): esbuild bundles it into
+# services/console/console/static/ (index.html, style.css, app.js), which the
+# console serves, and its unit tests into services/console/web/dist/test/.
+# Both git-ignored; a build takes well under a second, so it runs every time.
+.PHONY: console-web
+console-web: node_modules/.installed ## Bundle the console's web page into services/console/console/static
+	node services/console/web/build.mjs
+
 .PHONY: build
-build: $(INVENTORY_BIN) $(PAYMENTS_JS) ## Build the Go and TypeScript services
+build: $(INVENTORY_BIN) $(PAYMENTS_JS) console-web ## Build the Go and TypeScript services and the console's web page
 
 # requirements.lock: what the service images install; requirements-dev.lock:
 # that plus the tools and test dependencies. Both pin every package by hash.
@@ -118,11 +126,13 @@ lint: tools ## Static checks: ruff, mypy, buf lint/breaking, gofmt, go vet, tsc
 	npx --no-install tsc --noEmit -p tsconfig.json
 	npx --no-install tsc --noEmit -p tests/contract/wire/ts/tsconfig.json
 	npx --no-install tsc --noEmit -p services/payments/tsconfig.json
+	npx --no-install tsc --noEmit -p services/console/web/tsconfig.json
 
 .PHONY: test
 test: lint build ## Run every check and test: lint, unit, contract, end to end, README
 	cd services/inventory && go test -race -count=1 ./...
 	node --test services/payments/dist/services/payments/test/
+	node --test services/console/web/dist/test/
 	# pytest exits 5 when it collected nothing: that is a failure here.
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [[ $$rc -eq 5 ]] && echo "pytest collected no tests" >&2; exit $$rc; }
 

@@ -59,6 +59,7 @@ class Addresses:
     gateway: str
     jaeger: str
     faults: Path  # the fault file the services read (MESH_FAULTS_FILE)
+    console: str = ""  # the mesh console's page
 
     @classmethod
     def local(cls) -> Addresses:
@@ -69,6 +70,7 @@ class Addresses:
             gateway=f"127.0.0.1:{ports[('gateway', 8080)]}",
             jaeger=f"http://localhost:{ports[('jaeger', 16686)]}",
             faults=faults,
+            console=f"http://localhost:{ports[('console', 8088)]}/",
         )
 
 
@@ -303,6 +305,8 @@ async def run_story(
         return 1
     out(f"\nOne checkout, the gateway and five services (make trace ID={first.trace_id}):")
     out(format_tree(whole))
+    if addresses.console:
+        out(f"\nThe live mesh, these traces as waterfalls, faults to switch: {addresses.console}")
     return 0 if expected_ok else 1
 
 

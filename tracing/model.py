@@ -13,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AttributeValue", "Span", "StatusCode", "Trace", "parse_trace", "parse_traces"]
+__all__ = [
+    "AttributeValue",
+    "Span",
+    "SpanEvent",
+    "StatusCode",
+    "Trace",
+    "parse_trace",
+    "parse_traces",
+]
 
 AttributeValue = str | int | float | bool
 StatusCode = Literal["UNSET", "OK", "ERROR"]
@@ -21,6 +29,15 @@ StatusCode = Literal["UNSET", "OK", "ERROR"]
 # Index = the OTLP enum number (opentelemetry-proto trace.proto).
 _KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUSES: tuple[StatusCode, ...] = ("UNSET", "OK", "ERROR")
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    """Something that happened during a span (an exception, a retry), at a time in ns."""
+
+    name: str
+    time_unix_nano: int
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class Span:
     status_code: StatusCode
     attributes: dict[str, AttributeValue] = field(default_factory=dict)
     status_message: str = ""
+    events: tuple[SpanEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,14 @@ def _span(raw: Mapping[str, Any], service: str) -> Span:
         status_code=_status_code(status.get("code", 0)),
         attributes=_attributes(raw.get("attributes", [])),
         status_message=str(status.get("message", "")),
+        events=tuple(
+            SpanEvent(
+                name=str(event.get("name", "")),
+                time_unix_nano=int(event.get("timeUnixNano", start)),
+                attributes=_attributes(event.get("attributes", [])),
+            )
+            for event in raw.get("events", [])
+        ),
     )
 
 
