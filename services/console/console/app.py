@@ -117,7 +117,10 @@ async def get_trace(request: web.Request) -> web.Response:
 
 
 async def get_faults(request: web.Request) -> web.Response:
-    return web.json_response(faults.document(request.app[CONFIG].faults_file))
+    try:
+        return web.json_response(faults.document(request.app[CONFIG].faults_file))
+    except faults.Unwritable as exc:
+        return web.json_response({"error": str(exc)}, status=500)
 
 
 async def put_fault(request: web.Request) -> web.Response:
@@ -130,6 +133,8 @@ async def put_fault(request: web.Request) -> web.Response:
         await asyncio.to_thread(faults.inject, path, request.match_info["service"], body)
     except faults.BadFault as exc:
         return _bad(str(exc))
+    except faults.Unwritable as exc:
+        return web.json_response({"error": str(exc)}, status=500)
     return web.json_response(faults.document(path))
 
 
@@ -139,6 +144,8 @@ async def delete_fault(request: web.Request) -> web.Response:
         await asyncio.to_thread(faults.clear, path, request.match_info["service"])
     except faults.BadFault as exc:
         return _bad(str(exc))
+    except faults.Unwritable as exc:
+        return web.json_response({"error": str(exc)}, status=500)
     return web.json_response(faults.document(path))
 
 

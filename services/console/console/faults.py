@@ -16,6 +16,18 @@ class BadFault(ValueError):
     """A request the fault file cannot take; the message names the field."""
 
 
+class Unwritable(OSError):
+    """The fault file cannot be read or written (compose: ./faults not
+    writable by the console's user); the message says which file and why."""
+
+
+def _read(path: Path) -> faultctl.Faults:
+    try:
+        return faultctl.read(path)
+    except OSError as error:
+        raise Unwritable(f"cannot read the fault file {path}: {error.strerror}") from None
+
+
 def document(path: Path) -> dict[str, Any]:
     rules = [
         {
@@ -25,7 +37,7 @@ def document(path: Path) -> dict[str, Any]:
             "error_ratio": float(rule.get("error_ratio", 0.0)),
             "error_code": rule.get("error_code"),
         }
-        for service, methods in sorted(faultctl.read(path).items())
+        for service, methods in sorted(_read(path).items())
         for method, rule in sorted(methods.items())
     ]
     return {"faults": rules, "services": list(SERVICES), "codes": list(ERROR_CODES)}
@@ -55,14 +67,14 @@ def inject(path: Path, service: str, body: Any) -> None:
         rule["error_code"] = code
     if not rule:
         raise BadFault("delay_ms or error_ratio: give at least one above 0")
-    faults = faultctl.read(path)
+    faults = _read(path)
     faults.setdefault(service, {})[method] = rule
     _write(path, faults)
 
 
 def clear(path: Path, service: str) -> None:
     _check_service(service)
-    faults = faultctl.read(path)
+    faults = _read(path)
     faults.pop(service, None)
     _write(path, faults)
 
@@ -77,3 +89,5 @@ def _write(path: Path, faults: faultctl.Faults) -> None:
         faultctl.write(path, faults)
     except FaultFileError as error:
         raise BadFault(str(error)) from None
+    except OSError as error:
+        raise Unwritable(f"cannot write the fault file {path}: {error.strerror}") from None

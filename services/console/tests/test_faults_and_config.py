@@ -44,6 +44,14 @@ def test_a_bad_fault_names_the_field(
         faults.inject(tmp_path / "faults.yaml", service, body)
 
 
+def test_a_fault_file_that_cannot_be_written_says_which_and_why(tmp_path: Path) -> None:
+    # A file where its folder should be: unwritable even for root, as ./faults
+    # is to a container's user that does not own it.
+    (tmp_path / "faults").write_text("")
+    with pytest.raises(faults.Unwritable, match="the fault file"):
+        faults.inject(tmp_path / "faults" / "faults.yaml", "payments", {"error_ratio": 1})
+
+
 def test_targets_are_read_from_the_environment() -> None:
     config = ConsoleConfig.from_env(
         Env(
