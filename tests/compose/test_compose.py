@@ -279,7 +279,7 @@ def test_every_container_is_healthy(stack: Stack) -> None:
     lines = stack.compose("ps", "--format", "json").stdout.splitlines()
     containers = [json.loads(line) for line in lines if line.strip()]
     states = {c["Service"]: (c["State"], c["Health"]) for c in containers}
-    assert set(states) == SIX | {"jaeger", "nats"}
+    assert set(states) == SIX | {"jaeger", "nats", "console"}
     assert all(s == ("running", "healthy") for s in states.values()), states
     measure_memory(stack)
 
