@@ -53,6 +53,18 @@ $(BIN)/kustomize: tools/kustomize/go.mod tools/kustomize/go.sum
 .PHONY: tools
 tools: $(VENV)/.synced node_modules/.installed $(BIN)/jaeger $(BIN)/.go-tools $(BIN)/kustomize ## Install every pinned tool (Python, Node, Jaeger, grpcurl, ghz, buf, nats-server, kustomize)
 
+# The console's browser test (tests/console) drives Debian's chromium with
+# npm's playwright-core (a pinned dev dependency, installed by `make tools`);
+# the browser is installed into the system when missing (needs root).
+.PHONY: browser-tools
+browser-tools: ## Install Debian's chromium for the console's browser test when missing (needs root)
+	if [[ "$$(dpkg-query -W -f='$${Status}' chromium 2>/dev/null)" != "install ok installed" || ! -x /usr/bin/chromium ]]; then \
+	  apt-get update -q; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
+	test -x /usr/bin/chromium
+	dpkg-query -W chromium
+
 # --- services that compile ----------------------------------------------------
 # inventory (Go) and payments (TypeScript) are built into git-ignored folders;
 # compose.yaml's x-local entries run these outputs. Each rebuilds only when a
