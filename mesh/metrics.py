@@ -21,6 +21,9 @@ with `_total`):
   caller's side of each edge, by method, code and `mesh.callee`.
 - `mesh.breaker.state` (0 closed, 1 half-open, 2 open), `mesh.breaker.rejected`
   and `mesh.breaker.transitions` (by `from` and `to`), from `watch_breaker`.
+- `messaging.process.duration` (s), from `record_message`: each event a
+  consumer handled, by `messaging.destination.name` (the subject) and
+  `error.type` when it failed: the consumer's side of a hop over NATS.
 
 Each endpoint has its own provider and Prometheus registry, and nothing is
 made global: tests can run several, and the gRPC instrumentation's spans are
@@ -126,6 +129,12 @@ class Metrics:
             description="Duration of calls this process made, start to status",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self.message_duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of handling each message this consumer received",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
         self._breakers = WatchedBreakers()
         meter.create_observable_gauge(
             "mesh.breaker.state",
@@ -151,6 +160,13 @@ class Metrics:
 
     def watch_breaker(self, breaker: BreakerInterceptor) -> None:
         self._breakers.watch(breaker)
+
+    def record_message(self, subject: str, seconds: float, error: str | None = None) -> None:
+        """One message handled from `subject`; `error` names why it failed, if it did."""
+        attributes = {"messaging.system": "nats", "messaging.destination.name": subject}
+        if error is not None:
+            attributes["error.type"] = error
+        self.message_duration.record(seconds, attributes)
 
 
 class _ServerMetrics(WrappingInterceptor):

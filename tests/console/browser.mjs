@@ -25,7 +25,8 @@ import { chromium } from "playwright-core";
 
 const CHROMIUM = "/usr/bin/chromium";
 const SERVICES = ["gateway", "catalog", "orders", "inventory", "payments", "notifications"];
-const CHECKOUT_EDGES = ["gateway->orders", "orders->catalog", "orders->inventory", "orders->payments"];
+// The gRPC calls of a checkout and its event's hop over NATS to notifications.
+const CHECKOUT_EDGES = ["gateway->orders", "orders->catalog", "orders->inventory", "orders->payments", "orders->notifications"];
 // The synchronous part of a checkout; notifications' spans come later, by NATS.
 const CHECKOUT_SERVICES = ["gateway", "orders", "catalog", "inventory", "payments"];
 const FAULTY = "payments";

@@ -6,7 +6,10 @@ breaker included, so an edge's figures come from there. Calls from outside the
 mesh (a user's grpcurl into the gateway) exist only on the server's side,
 `rpc_server_call_duration_seconds` with `mesh_caller="unknown"`; they become
 the edge from the `clients` node. Breakers are `mesh_breaker_state` by
-`mesh_callee` (0 closed, 1 half-open, 2 open).
+`mesh_callee` (0 closed, 1 half-open, 2 open). A hop over NATS is the
+consumer's `messaging_process_duration_seconds` by subject; its producer is
+the subject's second word, as the contract names them (`shop.orders.confirmed`
+comes from orders), and a message is an error when it has an `error_type`.
 
 Rates, error ratios and percentiles are over the interval between two
 scrapes: the difference of the cumulative counters and histogram buckets.
@@ -22,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 CLIENT = "rpc_client_call_duration_seconds"
 SERVER = "rpc_server_call_duration_seconds"
+MESSAGES = "messaging_process_duration_seconds"
 BREAKER = "mesh_breaker_state"
 OUTSIDE = "clients"  # the node for callers without a mesh identity
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
@@ -55,6 +59,7 @@ class Scrape:
 
     edges: dict[tuple[str, str], EdgeCounts] = field(default_factory=dict)
     breakers: dict[tuple[str, str], int] = field(default_factory=dict)
+    over_nats: set[tuple[str, str]] = field(default_factory=set)  # edges that are NATS hops
 
 
 def parse(service: str, text: str) -> Scrape:
@@ -87,6 +92,19 @@ def parse(service: str, text: str) -> Scrape:
                 )
             elif sample.name == BREAKER and "mesh_callee" in labels:
                 scrape.breakers[(service, labels["mesh_callee"])] = int(sample.value)
+            elif sample.name.startswith(MESSAGES) and "messaging_destination_name" in labels:
+                key = (producer(labels["messaging_destination_name"]), service)
+                scrape.over_nats.add(key)
+                outcome = dict(
+                    labels, rpc_grpc_status_code="INTERNAL" if "error_type" in labels else "OK"
+                )
+                _count(
+                    scrape.edges.setdefault(key, EdgeCounts()),
+                    sample.name,
+                    MESSAGES,
+                    outcome,
+                    sample.value,
+                )
     for key, counts in server.items():
         scrape.edges.setdefault(key, EdgeCounts()).add(counts)
     return scrape
@@ -104,6 +122,12 @@ def _count(
         counts.buckets[le] = counts.buckets.get(le, 0.0) + value
 
 
+def producer(subject: str) -> str:
+    """`shop.orders.confirmed` -> orders: the contract names subjects after their producer."""
+    parts = subject.split(".")
+    return parts[1] if len(parts) > 2 else subject
+
+
 def merge(scrapes: Iterable[Scrape]) -> Scrape:
     """A service's replicas as one: counts add up; a breaker shows its worst state."""
     merged = Scrape()
@@ -112,6 +136,7 @@ def merge(scrapes: Iterable[Scrape]) -> Scrape:
             merged.edges.setdefault(key, EdgeCounts()).add(counts)
         for key, state in scrape.breakers.items():
             merged.breakers[key] = max(state, merged.breakers.get(key, 0))
+        merged.over_nats |= scrape.over_nats
     return merged
 
 

@@ -54,7 +54,7 @@ def shape(found: Mapping[str, Sequence[Replica]], now: Poll, before: Poll | None
                 "id": f"{source}->{target}",
                 "source": source,
                 "target": target,
-                "transport": "grpc",
+                "transport": "nats" if (source, target) in now.scrape.over_nats else "grpc",
                 "rate": numbers.rate,
                 "error_ratio": numbers.error_ratio,
                 "p50_ms": numbers.p50_ms,

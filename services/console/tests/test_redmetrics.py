@@ -110,3 +110,22 @@ def test_quantile_interpolates_inside_the_bucket_as_prometheus_does() -> None:
     assert quantile(0.75, buckets) == pytest.approx(0.15)
     assert quantile(0.5, {float("inf"): 0.0}) is None
     assert quantile(0.99, {0.1: 0.0, float("inf"): 10.0}) == pytest.approx(0.1)
+
+
+def test_a_nats_hop_is_an_edge_from_the_subjects_producer_to_the_consumer() -> None:
+    name = "messaging_process_duration_seconds"
+    ok = 'messaging_destination_name="shop.orders.confirmed",messaging_system="nats"'
+    failed = f'{ok},error_type="invalid_event"'
+    text = "\n".join(
+        [
+            f"# TYPE {name} histogram",
+            histogram(name, ok, {"0.005": 8, "+Inf": 8}, 8),
+            histogram(name, failed, {"0.005": 2, "+Inf": 2}, 2),
+            "",
+        ]
+    )
+    scrape = parse("notifications", text)
+    hop = scrape.edges[("orders", "notifications")]
+    assert (hop.calls, hop.errors) == (10, 2)
+    assert scrape.over_nats == {("orders", "notifications")}
+    assert redmetrics.merge([scrape]).over_nats == {("orders", "notifications")}

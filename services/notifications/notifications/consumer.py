@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from mesh.events import (
     extract_context,
     stop_worker,
 )
+from mesh.metrics import Metrics
 from notifications.domain import (
     Notification,
     Notifications,
@@ -76,6 +78,7 @@ class OrderEventsConsumer:
         tracer_provider: trace.TracerProvider | None = None,
         connect: Callable[..., Any] = nats.connect,
         skip_ack: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._url = nats_url
         self._notifications = notifications
@@ -83,6 +86,9 @@ class OrderEventsConsumer:
         self._tracer_provider = tracer_provider
         self._connect = connect
         self._skip_ack = skip_ack  # test only: see NotificationsConfig.skip_ack
+        # The consumer's side of the NATS hop, for the RED metrics (and the
+        # mesh console's orders -> notifications edge); None: not measured.
+        self._metrics = metrics
         self._client: NatsClient | None = None
         self._task: asyncio.Task[None] | None = None
         # Set once the durable consumer is bound: tests and logs can tell
@@ -175,6 +181,13 @@ class OrderEventsConsumer:
 
     async def process(self, message: Msg) -> None:
         """Handles one delivery: store, then ack; term what can never be handled."""
+        started = time.perf_counter()
+        error = await self._process(message)
+        if self._metrics is not None:
+            self._metrics.record_message(message.subject, time.perf_counter() - started, error)
+
+    async def _process(self, message: Msg) -> str | None:
+        """`process` without the measuring; what went wrong, if anything."""
         subject = message.subject
         with self._tracer().start_as_current_span(
             f"{subject} process",
@@ -192,7 +205,7 @@ class OrderEventsConsumer:
                 log.error("terminating message on %s: %s", subject, error)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
                 await message.term()
-                return
+                return "invalid_event"
             span.set_attribute("messaging.message.id", notification.source_event_id)
             try:
                 created = await self._notifications.record(notification)
@@ -200,10 +213,11 @@ class OrderEventsConsumer:
                 log.exception("storing event %s failed", notification.source_event_id)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
                 await message.nak(delay=1.0)
-                return
+                return type(error).__name__
             if self._skip_ack:
                 log.warning("test switch: event %s stored, not acked", notification.source_event_id)
-                return
+                return None
             if not created:
                 log.info("event %s already processed: acking", notification.source_event_id)
             await message.ack()
+            return None

@@ -70,6 +70,7 @@ async def create_server(
         config.ack_wait_s,
         tracer_provider=tracer_provider,
         skip_ack=config.skip_ack,
+        metrics=None if mesh.metrics is None else mesh.metrics.metrics,
     )
     return NotificationsServer(
         mesh=mesh, store=store, notifications=notifications, consumer=consumer

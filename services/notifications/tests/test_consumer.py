@@ -3,6 +3,7 @@ with a stand-in for nats-py's message (no server needed for these)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mesh.events import ORDER_CANCELLED, ORDER_CONFIRMED
+from mesh.metrics import serve_metrics
 from mesh.paging import PageTokens
 from notifications.broadcast import Broadcaster
 from notifications.consumer import OrderEventsConsumer, decode
@@ -21,6 +23,7 @@ from notifications.errors import InvalidEvent
 from notifications.store import SqliteNotificationStore
 from shop.common.v1.common_pb2 import Money
 from shop.events.v1 import events_pb2
+from tests.metrics_scrape import scrape, values
 
 CONFIRMED = events_pb2.OrderConfirmed(
     event_id="evt_1",
@@ -124,3 +127,26 @@ async def test_the_span_continues_the_publishers_trace(notifications: Notificati
     assert span.parent is not None
     assert trace.format_trace_id(span.parent.trace_id) == trace_id
     assert trace.format_span_id(span.parent.span_id) == span_id
+
+
+async def test_each_message_is_measured_by_subject_with_its_failure(
+    notifications: Notifications,
+) -> None:
+    endpoint = serve_metrics("127.0.0.1:0", "notifications")
+    assert endpoint is not None
+    try:
+        consumer = OrderEventsConsumer(
+            "nats://unused:4222", notifications, metrics=endpoint.metrics
+        )
+        await consumer.process(FakeMsg(ORDER_CONFIRMED, CONFIRMED))  # type: ignore[arg-type]
+        await consumer.process(FakeMsg(ORDER_CONFIRMED, b"\xff\xff"))  # type: ignore[arg-type]
+        samples = await asyncio.to_thread(scrape, f"127.0.0.1:{endpoint.port}")
+    finally:
+        await asyncio.to_thread(endpoint.close)
+    counts = values(
+        samples,
+        "messaging_process_duration_seconds_count",
+        "messaging_destination_name",
+        "error_type",
+    )
+    assert counts == {(ORDER_CONFIRMED, ""): 1, (ORDER_CONFIRMED, "invalid_event"): 1}
