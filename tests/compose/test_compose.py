@@ -344,8 +344,8 @@ def test_the_console_shows_every_service_serving_and_the_checkouts_edges(
     health = {n["id"]: n["health"] for n in document["nodes"] if n["kind"] == "service"}
     assert health == dict.fromkeys(SIX, "SERVING"), document["errors"]
     edges = {e["id"]: e for e in document["edges"]}
-    checkout = ("gateway->orders", "orders->catalog", "orders->inventory", "orders->payments")
-    for edge in (*checkout, "orders->notifications"):
+    grpc_edges = ("gateway->orders", "orders->catalog", "orders->inventory", "orders->payments")
+    for edge in (*grpc_edges, "orders->notifications"):
         assert edges[edge]["calls"] > 0, edges.keys()
     assert edges["orders->notifications"]["transport"] == "nats"
     with urllib.request.urlopen(stack.console_url, timeout=10) as page:
