@@ -136,3 +136,21 @@ def test_recent_traces_open_as_waterfalls_parents_first(mesh: dict[str, LocalSer
         api(console, "/api/traces/" + "0" * 31 + "1")
     assert missing.value.code == 404
     missing.value.close()  # an HTTPError holds the response open
+
+
+def test_without_jaeger_the_console_says_so_and_keeps_serving(
+    start_stack: Callable[..., dict[str, LocalService]], tmp_path: Path
+) -> None:
+    faults = str(tmp_path / "faults.yaml")
+    stack = start_stack(["catalog", "console"], env={"console": {"MESH_FAULTS_FILE": faults}})
+    console = stack["console"]
+    traces = api(console, "/api/traces")
+    assert traces["traces"] == []
+    assert "Jaeger" in traces["error"]
+    with pytest.raises(urllib.error.HTTPError) as unreachable:
+        api(console, "/api/traces/" + "ab" * 16)
+    assert unreachable.value.code == 502
+    unreachable.value.close()
+    health = {n["id"]: n["health"] for n in api(console, "/api/topology")["nodes"]}
+    assert health["catalog"] == "SERVING"
+    assert health["gateway"] == "DOWN"
