@@ -51,6 +51,9 @@ async def get_topology(request: web.Request) -> web.Response:
                 strict=True,
             )
         )
+        await state.sources.forget_except(
+            {r.health_address for replicas in found.values() for r in replicas}
+        )
         poll = topology.scrape_all(found)
         state.document = topology.shape(found, poll, state.last)
         state.last = poll

@@ -22,6 +22,7 @@ class Replica:
     metrics_text: str | None  # None: no answer
     health: str  # SERVING, NOT_SERVING, UNKNOWN (an answer of another status) or DOWN
     error: str | None
+    health_address: str = ""
 
 
 async def addresses(target: str) -> list[str]:
@@ -58,6 +59,12 @@ class Sources:
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
 
+    async def forget_except(self, addresses: set[str]) -> None:
+        """Closes the channels of replicas that are gone (compose and
+        Kubernetes give a replaced one a new address)."""
+        for address in set(self._channels) - addresses:
+            await self._channels.pop(address).close(None)
+
     async def replicas(self, target: Target) -> list[Replica]:
         metrics, health = await asyncio.gather(addresses(target.metrics), addresses(target.health))
         if len(health) != len(metrics):  # no way to pair them: check the first
@@ -72,7 +79,7 @@ class Sources:
         (text, error), status = await asyncio.gather(
             self.metrics(metrics_address), self.health(health_address)
         )
-        return Replica(metrics_address, text, status, error)
+        return Replica(metrics_address, text, status, error, health_address)
 
     async def metrics(self, address: str) -> tuple[str | None, str | None]:
         try:
