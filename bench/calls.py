@@ -158,8 +158,10 @@ def _start_direct(stack: Stack, run_dir: Path, targets: CallTargets) -> dict[tup
     services = [topology.resolve("jaeger", ports, run_dir / "jaeger")]
     for scenario in DIRECT:
         traced = topology.resolve(scenario.service, ports, run_dir / scenario.service)
-        # Tracing is what differs; neither copy serves metrics (one port each).
-        traced = replace(traced, environment={**traced.environment, "MESH_METRICS_ADDRESS": ""})
+        # Tracing is what differs; neither copy serves metrics or a health
+        # probe port (one port each, and the copy would share the original's).
+        no_side_ports = {"MESH_METRICS_ADDRESS": "", "MESH_HEALTH_PROBE_ADDRESS": ""}
+        traced = replace(traced, environment={**traced.environment, **no_side_ports})
         untraced = _untraced(traced)
         services += [traced, untraced]
         for mode, service in zip(MODES, (traced, traced, untraced), strict=True):
