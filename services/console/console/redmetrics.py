@@ -65,61 +65,34 @@ class Scrape:
 def parse(service: str, text: str) -> Scrape:
     """One replica of `service`: its edges (caller, callee) and breakers."""
     scrape = Scrape()
-    client_seen: set[str] = set()
-    server: dict[tuple[str, str], EdgeCounts] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
             if labels.get("rpc_service", "").startswith(INFRASTRUCTURE):
                 continue
             if sample.name.startswith(CLIENT) and "mesh_callee" in labels:
-                callee = labels["mesh_callee"]
-                client_seen.add(callee)
-                _count(
-                    scrape.edges.setdefault((service, callee), EdgeCounts()),
-                    sample.name,
-                    CLIENT,
-                    labels,
-                    sample.value,
-                )
+                key, base = (service, labels["mesh_callee"]), CLIENT
+                failed = labels.get("rpc_grpc_status_code") in ERROR_CODES
             elif sample.name.startswith(SERVER) and labels.get("mesh_caller") == "unknown":
-                _count(
-                    server.setdefault((OUTSIDE, service), EdgeCounts()),
-                    sample.name,
-                    SERVER,
-                    labels,
-                    sample.value,
-                )
-            elif sample.name == BREAKER and "mesh_callee" in labels:
-                scrape.breakers[(service, labels["mesh_callee"])] = int(sample.value)
+                key, base = (OUTSIDE, service), SERVER
+                failed = labels.get("rpc_grpc_status_code") in ERROR_CODES
             elif sample.name.startswith(MESSAGES) and "messaging_destination_name" in labels:
-                key = (producer(labels["messaging_destination_name"]), service)
+                key, base = (producer(labels["messaging_destination_name"]), service), MESSAGES
+                failed = "error_type" in labels
                 scrape.over_nats.add(key)
-                outcome = dict(
-                    labels, rpc_grpc_status_code="INTERNAL" if "error_type" in labels else "OK"
-                )
-                _count(
-                    scrape.edges.setdefault(key, EdgeCounts()),
-                    sample.name,
-                    MESSAGES,
-                    outcome,
-                    sample.value,
-                )
-    for key, counts in server.items():
-        scrape.edges.setdefault(key, EdgeCounts()).add(counts)
+            else:
+                if sample.name == BREAKER and "mesh_callee" in labels:
+                    scrape.breakers[(service, labels["mesh_callee"])] = int(sample.value)
+                continue
+            counts = scrape.edges.setdefault(key, EdgeCounts())
+            if sample.name == f"{base}_count":
+                counts.calls += sample.value
+                if failed:
+                    counts.errors += sample.value
+            elif sample.name == f"{base}_bucket":
+                le = float(labels["le"])
+                counts.buckets[le] = counts.buckets.get(le, 0.0) + sample.value
     return scrape
-
-
-def _count(
-    counts: EdgeCounts, name: str, base: str, labels: Mapping[str, str], value: float
-) -> None:
-    if name == f"{base}_count":
-        counts.calls += value
-        if labels.get("rpc_grpc_status_code", "OK") in ERROR_CODES:
-            counts.errors += value
-    elif name == f"{base}_bucket":
-        le = float(labels["le"])
-        counts.buckets[le] = counts.buckets.get(le, 0.0) + value
 
 
 def producer(subject: str) -> str:
