@@ -16,12 +16,12 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from localmode.topology import REPO_ROOT
 from tests.conftest import GRPCURL
+from tracing.jaeger import rfc3339
 
 SIX = {"gateway", "catalog", "orders", "inventory", "payments", "notifications"}
 CALL_TIMEOUT_S = 30
@@ -142,11 +142,6 @@ def notification_of(
     )
     mine = [n for n in reply.get("notifications", []) if n["order_id"] == checkout.order_id]
     return mine[0] if mine else None
-
-
-def rfc3339(unix_ns: int) -> str:
-    seconds, nanos = divmod(unix_ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
 def spans_per_host(jaeger_url: str, service: str, since_ns: int) -> Counter[str]:

@@ -40,6 +40,7 @@ __all__ = [
     "get_trace",
     "has_span",
     "query_url",
+    "rfc3339",
     "wait_for_trace",
 ]
 
@@ -99,8 +100,8 @@ def find_traces(
     """
     params = {
         "query.service_name": service,
-        "query.start_time_min": _rfc3339(start_min_ns),
-        "query.start_time_max": _rfc3339(start_max_ns),
+        "query.start_time_min": rfc3339(start_min_ns),
+        "query.start_time_max": rfc3339(start_max_ns),
         "query.num_traces": str(limit),
     }
     if operation is not None:
@@ -109,7 +110,7 @@ def find_traces(
     return [] if document is None else parse_traces(document)
 
 
-def _rfc3339(unix_ns: int) -> str:
+def rfc3339(unix_ns: int) -> str:
     """RFC 3339 with nanoseconds, as the query API parses it (Go's time.RFC3339Nano)."""
     seconds, nanos = divmod(unix_ns, 1_000_000_000)
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
