@@ -7,20 +7,16 @@ from __future__ import annotations
 import sys
 
 from tests.kubernetes.cluster.layout import Layout
-from tests.kubernetes.cluster.node import Node, remove_state
+from tests.kubernetes.cluster.node import clear_leftovers
 
 
 def main(argv: list[str]) -> int:
     if argv != ["down"]:
         print(__doc__, file=sys.stderr)
         return 2
-    layout = Layout.from_env()
-    if not layout.state.exists():
-        return 0
-    problems = Node(layout).down()
+    problems = clear_leftovers(Layout.from_env())
     for problem in problems:
         print(f"cluster down: {problem}", file=sys.stderr)
-    remove_state(layout, keep_logs_in=None)
     return 1 if problems else 0
 
 

@@ -15,7 +15,7 @@ from localmode.topology import REPO_ROOT
 from tests.conftest import GRPCURL, Measurements, require_tool
 from tests.kubernetes.cluster import shop
 from tests.kubernetes.cluster.layout import Layout
-from tests.kubernetes.cluster.node import Node, remove_state
+from tests.kubernetes.cluster.node import Node, clear_leftovers, remove_state
 from tests.kubernetes.cluster.processes import StartFailed
 from tests.shop_calls import Checkout, Gateway, place_order
 
@@ -30,9 +30,7 @@ def node(measurements: Measurements) -> Iterator[Node]:
         layout = Layout.from_env()
     except LookupError as error:
         pytest.fail(str(error))
-    if layout.state.exists():  # a killed run's leftovers
-        Node(layout).down()
-        remove_state(layout, keep_logs_in=None)
+    clear_leftovers(layout)  # of a run that was killed
     node = Node(layout)
     try:
         try:

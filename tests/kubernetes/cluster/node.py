@@ -330,6 +330,16 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def clear_leftovers(layout: Layout) -> list[str]:
+    """What a killed run left (its processes, its changes to the machine, its
+    folder), from the records in its state folder; what could not be undone."""
+    if not layout.state.exists():
+        return []
+    problems = Node(layout).down()
+    remove_state(layout, keep_logs_in=None)
+    return problems
+
+
 def remove_state(layout: Layout, keep_logs_in: Path | None) -> None:
     """The run's folder, once `down` ran; its logs copied out first."""
     if keep_logs_in is not None and (layout.state / "logs").is_dir():

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
+from bench.report import percentile
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from tests.kubernetes.cluster.layout import CGROUP_ROOT
 from tests.kubernetes.cluster.node import Node
@@ -191,8 +192,7 @@ class Load:
             worker.join(timeout=30)
 
     def p99_ms(self) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[int(0.99 * (len(ordered) - 1))] if ordered else 0.0
+        return percentile(self.latencies_ms, 0.99) if self.latencies_ms else 0.0
 
 
 def delete_under_load(
