@@ -82,10 +82,15 @@ $(PAYMENTS_JS): $(PAYMENTS_SRC) node_modules/.installed
 	npx --no-install tsc -p services/payments/tsconfig.json
 	touch $@
 
-# The grpc-go echo server, an anchor of bench/anchors.md (a module of its own).
+# The grpc-go echo server, an anchor of bench/anchors.md, and the grpc-go
+# proxy that bench/gateway.md puts beside the Python ones (a module of their own).
+ECHO_GO_SRC := $(wildcard bench/echo-go/*.go bench/echo-go/*/*.go) bench/echo-go/go.mod bench/echo-go/go.sum
 ECHO_GO_BIN := $(BUILD)/bin/echo-go
-$(ECHO_GO_BIN): $(wildcard bench/echo-go/*.go) bench/echo-go/go.mod bench/echo-go/go.sum
+$(ECHO_GO_BIN): $(ECHO_GO_SRC)
 	cd bench/echo-go && go build -o $@ .
+PROXY_GO_BIN := $(BUILD)/bin/proxy-go
+$(PROXY_GO_BIN): $(ECHO_GO_SRC)
+	cd bench/echo-go && go build -o $@ ./proxy
 
 # The console's web page (services/console/web): esbuild bundles it into
 # services/console/console/static/ (index.html, style.css, app.js), which the
@@ -239,7 +244,7 @@ bench-tools: $(NGINX_STAMP) ## Unpack the pinned nginx that `make bench` compare
 # Without nginx (no network, say) the gateway benchmark still runs and its
 # results say why the nginx rows are missing.
 .PHONY: bench
-bench: tools build $(ECHO_GO_BIN) ## Measure latency and footprint into bench/*.md and plots into bench/*.png, all in bench/results.md: anchors, calls, checkouts, arrival rates, gateway vs nginx, mTLS, the mesh part by part, the stack
+bench: tools build $(ECHO_GO_BIN) $(PROXY_GO_BIN) ## Measure latency and footprint into bench/*.md and plots into bench/*.png, all in bench/results.md: anchors, calls, checkouts, arrival rates, gateway vs nginx, mTLS, the mesh part by part, the stack
 	$(MAKE) bench-tools || echo "make bench: nginx could not be unpacked; bench/gateway.md will say so" >&2
 	$(PY) -m bench
 

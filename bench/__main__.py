@@ -12,8 +12,8 @@ The parts, in the order they run (`--only PART` runs one of them):
   notification (`bench.checkout`);
 - `arrival` (bench/arrival.md, checkout-arrival.png): checkout latency at
   fixed arrival rates, open loop, up to the knee (`bench.arrival`);
-- `gateway` (bench/gateway.md): what our gateway, a bare grpc.aio proxy and
-  nginx add to a call (`bench.gateway`);
+- `gateway` (bench/gateway.md): what our gateway, bare proxies (grpc.aio,
+  grpcio sync, grpc-go) and nginx add to a call (`bench.gateway`);
 - `mtls` (bench/mtls.md): what the mesh's mTLS and policy add (`bench.mtls`);
 - `mesh` (bench/mesh.md): what the whole in-process mesh adds to a hop, and
   how fast an open breaker fails a call (`bench.mesh`);
@@ -43,7 +43,7 @@ from bench.arrival import DURATION_S, MAX_ORDERS, RATES, measure_arrival
 from bench.arrival_report import render_arrival
 from bench.calls import measure, render, start_services
 from bench.checkout import measure_checkout, render_checkout, start_mesh
-from bench.gateway import NGINX, measure_gateways, render_gateway, start_gateways
+from bench.gateway import NGINX, PROXY_GO, measure_gateways, render_gateway, start_gateways
 from bench.mesh import BARE, measure_breaker, measure_hops, render_mesh, start_hops
 from bench.mtls import measure_mtls, render_mtls, start_catalogs
 from bench.plots import (
@@ -93,6 +93,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     add("--sweep-calls", type=int, default=SWEEP_CALLS, help="calls per round of the sweep")
     add("--nginx", type=Path, default=NGINX, help="the nginx binary to compare with")
     add("--echo-go", type=Path, default=ECHO_GO, help="the grpc-go echo anchor's binary")
+    add("--proxy-go", type=Path, default=PROXY_GO, help="the grpc-go bare proxy's binary")
     add("--ghz", type=Path, default=GHZ, help="the ghz binary that cross-checks the client")
     add("--output-dir", type=Path, default=BENCH, help="where the tables and plots go")
     return parser.parse_args(argv)
@@ -137,12 +138,12 @@ def main(argv: list[str]) -> int:
         _write(out / "arrival.md", render_arrival(arrival, command))
         print(f"plotted {plot_arrival(arrival.runs, out / ARRIVAL_PNG.name)}")
     if "gateway" in chosen:
-        with _started(lambda run_dir: start_gateways(run_dir, args.nginx)) as paths:
+        with _started(lambda run_dir: start_gateways(run_dir, args.nginx, args.proxy_go)) as paths:
             by_path = {
                 c: asyncio.run(measure_gateways(paths.targets, args.calls, args.rounds, c))
                 for c in args.concurrency
             }
-        _write(out / "gateway.md", render_gateway(by_path, paths.nginx, command))
+        _write(out / "gateway.md", render_gateway(by_path, paths, command))
     if "mtls" in chosen:
         with _started(start_catalogs) as endpoints:
             by_mode = {
@@ -151,13 +152,13 @@ def main(argv: list[str]) -> int:
             }
         _write(out / "mtls.md", render_mtls(by_mode, command))
     if "mesh" in chosen:
-        with _started(start_hops) as started:
+        with _started(lambda run_dir: start_hops(run_dir, args.nginx)) as started:
             quiet, sampled = asyncio.run(
-                measure_hops(started.endpoints, args.calls, args.rounds, args.concurrency)
+                measure_hops(started, args.calls, args.rounds, args.concurrency)
             )
             breaker = asyncio.run(measure_breaker(started.endpoints[BARE]))
             started.client_traces.shutdown()
-        _write(out / "mesh.md", render_mesh(quiet, sampled, breaker, command))
+        _write(out / "mesh.md", render_mesh(quiet, sampled, breaker, command, started.nginx))
     if "stack" in chosen:
         with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
             footprint = measure_stack(Path(tmp))

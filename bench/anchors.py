@@ -36,7 +36,6 @@ import grpc
 
 from bench.echo_server import ECHO_METHOD
 from bench.load import Call, Prepare, Sample, get_product, interleave
-from bench.mesh import BARE_ENV
 from bench.nginx import NGINX, NginxUnavailable, start_nginx
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port
@@ -53,10 +52,19 @@ __all__ = [
     "render_anchors",
     "run_ghz",
     "start_anchors",
+    "start_echo_anchors",
 ]
 
 ECHO_GO = REPO_ROOT / ".build" / "bin" / "echo-go"
 GHZ = REPO_ROOT / ".tools" / "bin" / "ghz"
+# A catalog with every mesh feature off: the anchors' and bench.mesh's bare hop.
+BARE_ENV = {
+    "MESH_MTLS": "off",
+    "OTEL_SDK_DISABLED": "true",
+    "MESH_METRICS_ADDRESS": "",
+    "MESH_FAULTS_FILE": "",
+    "GRPC_MAX_CONCURRENT_RPCS": "0",
+}
 BARE = "grpc.aio echo (bare)"
 GO = "grpc-go echo"
 SIDECARS = "grpc.aio echo behind 2 nginx sidecars"
@@ -116,6 +124,27 @@ def _process(name: str, command: tuple[str, ...], run_dir: Path) -> LocalService
     )
 
 
+def start_echo_anchors(
+    stack: AnchorStack, run_dir: Path, nginx: Path = NGINX
+) -> tuple[dict[str, tuple[Prepare, str]], dict[str, str], str]:
+    """Starts the bare echo and, when nginx can run, the sidecar pair in front of
+    it: their targets, why the pair is missing (if it is), and nginx's version."""
+    bare = _process("echo", (sys.executable, "-m", "bench.echo_server"), run_dir)
+    stack.start_echo(bare)
+    targets: dict[str, tuple[Prepare, str]] = {BARE: (echo, str(bare.grpc_target))}
+    try:
+        server_side, version = start_nginx(
+            nginx, str(bare.grpc_target), run_dir, stack.start_echo, "nginx-server"
+        )
+        client_side, _ = start_nginx(
+            nginx, str(server_side.grpc_target), run_dir, stack.start_echo, "nginx-client"
+        )
+    except NginxUnavailable as why:
+        return targets, {SIDECARS: str(why)}, ""
+    targets[SIDECARS] = (echo, str(client_side.grpc_target))
+    return targets, {}, version
+
+
 def start_anchors(
     run_dir: Path, nginx: Path = NGINX, echo_go: Path = ECHO_GO
 ) -> tuple[AnchorStack, Anchors]:
@@ -125,29 +154,17 @@ def start_anchors(
     catalog = topology.resolve("catalog", ports, run_dir / "catalog")
     catalog = replace(catalog, environment={**catalog.environment, **BARE_ENV})
     stack = AnchorStack(run_dir)
-    targets: dict[str, tuple[Prepare, str]] = {}
-    missing: dict[str, str] = {}
-    version = ""
     try:
-        bare = _process("echo", (sys.executable, "-m", "bench.echo_server"), run_dir)
-        stack.start_echo(bare)
-        targets[BARE] = (echo, str(bare.grpc_target))
+        echoes, missing, version = start_echo_anchors(stack, run_dir, nginx)
+        targets = {BARE: echoes[BARE]}
         if echo_go.is_file():
             go = _process("echo-go", (str(echo_go),), run_dir)
             stack.start_echo(go)
             targets[GO] = (echo, str(go.grpc_target))
         else:
             missing[GO] = f"{echo_go} is missing (`make bench` builds it from bench/echo-go)"
-        try:
-            server_side, version = start_nginx(
-                nginx, str(bare.grpc_target), run_dir, stack.start_echo, "nginx-server"
-            )
-            client_side, _ = start_nginx(
-                nginx, str(server_side.grpc_target), run_dir, stack.start_echo, "nginx-client"
-            )
-            targets[SIDECARS] = (echo, str(client_side.grpc_target))
-        except NginxUnavailable as why:
-            missing[SIDECARS] = str(why)
+        if SIDECARS in echoes:
+            targets[SIDECARS] = echoes[SIDECARS]
         stack.start(catalog)
         targets[CATALOG] = (get_product, str(catalog.grpc_target))
     except BaseException:

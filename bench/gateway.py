@@ -1,11 +1,14 @@
-"""What a gateway adds to a call: catalog GetProduct direct, through ours, a bare proxy, nginx.
+"""What a gateway adds to a call: catalog GetProduct direct, through ours, bare proxies, nginx.
 
 catalog runs once (tracing off); in front of it, each on a free loopback port,
 run our gateway (`python -m gateway`, access log on as by default, rate
 limiting off: GetProduct's route needs no credential), a second copy with
 GATEWAY_ACCESS_LOG=false, `bench.bare_proxy` (a grpc.aio proxy that forwards
 bytes and does nothing else: the floor for any Python grpc.aio gateway, so
-what ours adds above it is our code), and nginx as the reference gateway:
+what ours adds above it is our code), the same with grpcio's sync API
+(`--sync`: whether the older API would be a lower floor), the same in Go
+(bench/echo-go/proxy, built into .build/bin/proxy-go: what the floor is when
+the data path leaves Python), and nginx as the reference gateway:
 `grpc_pass` to an upstream block with `keepalive 32`, one process
 (`master_process off`), its prefix, configuration and error log in the run's
 temporary folder (`bench.nginx`, which `bench.anchors` shares). All of them
@@ -15,7 +18,8 @@ The gateway issue's target is on the 1-in-flight figures: ours adds at most
 twice what nginx adds.
 
 nginx comes from `make bench-tools` (.tools/nginx); without it, or if it does
-not start, the nginx rows are missing and the results say why.
+not start, the nginx rows are missing and the results say why; so are the Go
+proxy's without its binary.
 """
 
 from __future__ import annotations
@@ -30,15 +34,25 @@ from bench.load import Sample, get_product, interleave
 from bench.nginx import NGINX, NginxUnavailable, start_nginx
 from bench.report import header, percentile
 from localmode.processes import Stack, free_port
-from localmode.topology import LocalService
+from localmode.topology import REPO_ROOT, LocalService
 
-__all__ = ["NGINX", "GatewayTargets", "measure_gateways", "render_gateway", "start_gateways"]
+__all__ = [
+    "NGINX",
+    "PROXY_GO",
+    "GatewayTargets",
+    "measure_gateways",
+    "render_gateway",
+    "start_gateways",
+]
 
 DIRECT = "direct to catalog"
 OURS = "our gateway"
 OURS_QUIET = "our gateway, access log off"
 BARE = "bare grpc.aio proxy"
+BARE_SYNC = "bare grpcio sync proxy"
+GO_PROXY = "bare grpc-go proxy"
 REFERENCE = "nginx grpc_pass"
+PROXY_GO = REPO_ROOT / ".build" / "bin" / "proxy-go"
 TARGET_RATIO = 2.0  # ours may add at most this many times what nginx adds
 UNTRACED = {"OTEL_SDK_DISABLED": "true"}
 
@@ -47,6 +61,7 @@ UNTRACED = {"OTEL_SDK_DISABLED": "true"}
 class GatewayTargets:
     targets: dict[str, str]  # path -> gRPC target, direct first
     nginx: str  # "nginx/1.22.1", or why nginx is not measured
+    go_proxy: str = ""  # why the Go proxy is not measured; empty when it is
 
 
 def _our_gateway(name: str, catalog: str, access_log: bool, run_dir: Path) -> LocalService:
@@ -67,14 +82,12 @@ def _our_gateway(name: str, catalog: str, access_log: bool, run_dir: Path) -> Lo
     )
 
 
-def _bare_proxy(catalog: str, run_dir: Path) -> LocalService:
+def _bare_proxy(name: str, command: tuple[str, ...], catalog: str, run_dir: Path) -> LocalService:
+    """A bare proxy to `catalog`: `command` and its --listen and --upstream."""
     listen = f"127.0.0.1:{free_port()}"
     return LocalService(
-        name="bare-proxy",
-        command=(
-            *(sys.executable, "-m", "bench.bare_proxy"),
-            *("--listen", listen, "--upstream", catalog),
-        ),
+        name=name,
+        command=(*command, "--listen", listen, "--upstream", catalog),
         environment={},
         ready=f"grpc://{listen}",  # a health check through the proxy reaches catalog's
         ports={},
@@ -82,10 +95,13 @@ def _bare_proxy(catalog: str, run_dir: Path) -> LocalService:
     )
 
 
-def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTargets]:
-    """Starts catalog, our gateway twice, the bare proxy and nginx; stops all if one fails.
+def start_gateways(
+    run_dir: Path, nginx: Path = NGINX, proxy_go: Path = PROXY_GO
+) -> tuple[Stack, GatewayTargets]:
+    """Starts catalog, our gateway twice, the bare proxies and nginx; stops all if one fails.
 
-    nginx failing to start is no failure: the targets then lack it and say why.
+    nginx failing to start, or no Go proxy binary, is no failure: the targets
+    then lack it and say why.
     """
     stack, mesh = start_mesh(run_dir, ("catalog",), UNTRACED)
     catalog = mesh["catalog"]
@@ -98,20 +114,31 @@ def start_gateways(run_dir: Path, nginx: Path = NGINX) -> tuple[Stack, GatewayTa
             gateway = _our_gateway(name, catalog, access_log, run_dir)
             stack.start(gateway)
             targets[label] = str(gateway.grpc_target)
-        bare = _bare_proxy(catalog, run_dir)
-        stack.start(bare)
-        targets[BARE] = str(bare.grpc_target)
+        python = (sys.executable, "-m", "bench.bare_proxy")
+        proxies = {
+            BARE: ("bare-proxy", python),
+            BARE_SYNC: ("bare-proxy-sync", (*python, "--sync")),
+        }
+        go_proxy = ""
+        if proxy_go.is_file():
+            proxies[GO_PROXY] = ("proxy-go", (str(proxy_go),))
+        else:
+            go_proxy = f"{proxy_go} is missing (`make bench` builds it from bench/echo-go/proxy)"
+        for label, (name, command) in proxies.items():
+            proxy = _bare_proxy(name, command, catalog, run_dir)
+            stack.start(proxy)
+            targets[label] = str(proxy.grpc_target)
         try:
             service, version = start_nginx(
                 nginx, catalog, run_dir, lambda proxy: stack.start(proxy, timeout_s=20)
             )
         except NginxUnavailable as why:
-            return stack, GatewayTargets(targets, f"not measured: {why}")
+            return stack, GatewayTargets(targets, f"not measured: {why}", go_proxy)
         targets[REFERENCE] = str(service.grpc_target)
     except BaseException:
         stack.stop()
         raise
-    return stack, GatewayTargets(targets, version)
+    return stack, GatewayTargets(targets, version, go_proxy)
 
 
 async def measure_gateways(
@@ -126,7 +153,10 @@ def _added_us(by_path: dict[str, Sample], path: str) -> float:
     return (median - statistics.median(by_path[DIRECT].latencies_s)) * 1e6
 
 
-def render_gateway(results: dict[int, dict[str, Sample]], nginx: str, command: str) -> str:
+def render_gateway(
+    results: dict[int, dict[str, Sample]], started: GatewayTargets, command: str
+) -> str:
+    nginx = started.nginx
     measured = any(REFERENCE in by_path for by_path in results.values())
     reference = (
         f"nginx ({nginx}) is one process with `grpc_pass` to an upstream with `keepalive 32`"
@@ -135,7 +165,7 @@ def render_gateway(results: dict[int, dict[str, Sample]], nginx: str, command: s
     )
     lines = [
         *header(
-            "catalog GetProduct direct, through our gateway, a bare grpc.aio proxy and nginx",
+            "catalog GetProduct direct, through our gateway, bare proxies and nginx",
             command,
         ),
         "Setup: one Python grpc.aio client process; catalog (Python, OTEL_SDK_DISABLED=true) and"
@@ -144,7 +174,12 @@ def render_gateway(results: dict[int, dict[str, Sample]], nginx: str, command: s
         " and tracing off; 'access log off' is a second copy with GATEWAY_ACCESS_LOG=false;"
         " 'bare grpc.aio proxy' is `python -m bench.bare_proxy`, one generic handler that"
         " forwards the request bytes to catalog on one channel and returns the response bytes;"
-        f" {reference}. Rounds go over every path in turn. 'added' is the path's median minus"
+        f" '{BARE_SYNC}' is the same with grpcio's sync API (`--sync`: a server with"
+        " a pool of 64 threads, a blocking channel);"
+        f" '{GO_PROXY}' is the same in grpc-go (bench/echo-go/proxy, raw-bytes codec, an"
+        " unknown-service handler and one client connection)"
+        + (f", not measured: {started.go_proxy}" if started.go_proxy else "")
+        + f"; {reference}. Rounds go over every path in turn. 'added' is the path's median minus"
         " the direct median at the same concurrency.",
         "",
         "| in flight | path | calls | median ms | p99 ms | calls/s | added µs |",
@@ -179,11 +214,13 @@ def _verdict(by_path: dict[str, Sample] | None, nginx: str) -> list[str]:
         "| gateway | added µs | x nginx's |",
         "|---|---:|---:|",
     ]
-    for path in (OURS, OURS_QUIET, BARE, REFERENCE):
+    for path in (OURS, OURS_QUIET, BARE, BARE_SYNC, GO_PROXY, REFERENCE):
+        if path not in by_path:
+            continue
         added = _added_us(by_path, path)
         ratio = f"{added / reference:.2f}" if reference > 0 else "n/a"
         lines.append(f"| {path} | {added:,.0f} | {ratio} |")
-    lines += ["", _floor(by_path)]
+    lines += ["", _floor(by_path), *_other_floors(by_path, reference)]
     ours = _added_us(by_path, OURS)
     if reference <= 0:
         return [*lines, "", "Not judged: nginx added nothing measurable in this run."]
@@ -207,3 +244,24 @@ def _floor(by_path: dict[str, Sample]) -> str:
         f"{floor}; of the {ours:,.0f} µs our gateway adds, {bare:,.0f} µs{share} is that floor"
         f" and {ours - bare:,.0f} µs is our code."
     )
+
+
+def _other_floors(by_path: dict[str, Sample], reference: float) -> list[str]:
+    """What the sync and Go proxies say about where a lower floor lies."""
+    lines = []
+    aio, target = _added_us(by_path, BARE), TARGET_RATIO * reference
+    if BARE_SYNC in by_path:
+        sync = _added_us(by_path, BARE_SYNC)
+        lower = "a lower" if sync < aio else "no lower"
+        lines.append(
+            f"grpcio's sync API is {lower} floor: '{BARE_SYNC}' adds {sync:,.0f} µs"
+            f" against grpc.aio's {aio:,.0f} µs."
+        )
+    if GO_PROXY in by_path:
+        go = _added_us(by_path, GO_PROXY)
+        room = "within" if go <= target else "over"
+        lines.append(
+            f"'{GO_PROXY}' adds {go:,.0f} µs, {room} the target's {target:,.0f} µs: the floor"
+            " when the gateway's data path leaves Python."
+        )
+    return ["", " ".join(lines)] if lines else []

@@ -14,6 +14,9 @@ of its own per configuration, in the same run:
 - whole mesh: the client as the gateway calls it, the catalog as deployed,
   every group above at once.
 Rounds alternate, one connection each, its first call outside the clock.
+In the same rounds run the anchors the low-latency issue's target names: the
+bare grpc.aio echo and the echo behind two nginx sidecars (`bench.anchors`);
+its verdict is read on them at 1 in flight.
 
 Breaker: with catalog's breaker open (its upstream a dead port), how long a
 refused call takes, next to a bare GetProduct at 1 in flight and to a call
@@ -36,9 +39,12 @@ from opentelemetry import propagate
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 
-from bench.load import Call, Endpoint, Prepare, Sample, get_product, interleave
+from bench.anchors import BARE as ECHO
+from bench.anchors import BARE_ENV, SIDECARS, AnchorStack, start_echo_anchors
+from bench.load import Call, Endpoint, Prepare, Sample, Target, get_product, interleave
+from bench.nginx import NGINX
 from bench.report import against_base, header, percentile
-from localmode.processes import Stack, free_port, start_all
+from localmode.processes import free_port, start_all
 from localmode.topology import LocalService, Topology
 from mesh import metrics
 from mesh.breaker import BreakerState
@@ -62,17 +68,14 @@ MESH_UNSAMPLED = "whole mesh, trace not sampled"
 HOPS = (BARE, MTLS_ONLY, TRACING_ONLY, RESILIENCE_ONLY, MESH)
 QUIET = (BARE, MTLS_ONLY, RESILIENCE_ONLY, MESH_UNSAMPLED)  # no span recorded
 SAMPLED = (BARE, TRACING_ONLY, MESH)  # every call sampled and exported
+# The low-latency issue's target for the whole mesh per hop, at 1 in flight:
+# at most this much over the bare echo's median and p99, and less than the
+# nginx sidecar pair adds to the echo in the same run.
+TARGET_MEDIAN_US, TARGET_P99_US = 150, 300
 Hopped = dict[int, dict[str, Sample]]  # concurrency -> row -> its calls
 # The caller's trace said "not sampled" (W3C flags 00): what the mesh costs
 # a hop when tracing records nothing, as with a ratio sampler at the edge.
 UNSAMPLED_CONTEXT = propagate.extract({"traceparent": f"00-{'ab' * 16}-{'cd' * 8}-00"})
-BARE_ENV = {
-    "MESH_MTLS": "off",
-    "OTEL_SDK_DISABLED": "true",
-    "MESH_METRICS_ADDRESS": "",
-    "MESH_FAULTS_FILE": "",
-    "GRPC_MAX_CONCURRENT_RPCS": "0",
-}
 # Which of BARE_ENV's switches each hop's catalog leaves as deployed.
 SERVER_FEATURES = {
     BARE: (),
@@ -89,6 +92,8 @@ UNGUARDED_CALLS = 200
 class Hops:
     endpoints: dict[str, Endpoint]  # mode -> how the client reaches its catalog
     client_traces: TracerProvider  # to flush before Jaeger stops
+    anchors: dict[str, tuple[Prepare, str]]  # the echo, and the nginx pair when it runs
+    nginx: str  # nginx's version, or why the pair is not measured
 
 
 def _catalog(topology: Topology, hop: str, run_dir: Path, otlp: str) -> LocalService:
@@ -108,15 +113,21 @@ def _catalog(topology: Topology, hop: str, run_dir: Path, otlp: str) -> LocalSer
     return replace(catalog, name=own_dir.name, environment={**deployed, **off})
 
 
-def start_hops(run_dir: Path) -> tuple[Stack, Hops]:
-    """Jaeger and a catalog per hop, started, and the client's side of each hop."""
+def start_hops(run_dir: Path, nginx: Path = NGINX) -> tuple[AnchorStack, Hops]:
+    """Jaeger, a catalog per hop and the echo anchors, started, and the client's
+    side of each hop."""
     topology = Topology.load(replicas={"catalog": 1})
     ports = {key: free_port() for key in topology.default_ports()}
     jaeger = topology.resolve("jaeger", ports, run_dir / "jaeger")
     otlp = f"127.0.0.1:{jaeger.ports[4317]}"
     catalogs = {hop: _catalog(topology, hop, run_dir, f"http://{otlp}") for hop in HOPS}
-    stack = Stack(run_dir)
+    stack = AnchorStack(run_dir)
     start_all(stack, [jaeger, *catalogs.values()])
+    try:
+        anchors, missing, version = start_echo_anchors(stack, run_dir, nginx)
+    except BaseException:
+        stack.stop()
+        raise
 
     # The client's side of each hop; the whole mesh's as the gateway has it.
     provider = build_tracer_provider(
@@ -154,26 +165,27 @@ def start_hops(run_dir: Path) -> tuple[Stack, Hops]:
         RESILIENCE_ONLY: Endpoint(address[RESILIENCE_ONLY], factory=resilient),
         MESH: Endpoint(address[MESH], factory=whole),
     }
-    return stack, Hops(endpoints, provider)
+    why = missing.get(SIDECARS, "")
+    return stack, Hops(endpoints, provider, anchors, version or f"not measured: {why}")
 
 
 async def measure_hops(
-    endpoints: dict[str, Endpoint], calls: int, rounds: int, concurrencies: Sequence[int]
+    hops: Hops, calls: int, rounds: int, concurrencies: Sequence[int]
 ) -> tuple[Hopped, Hopped]:
     """The rows that record no span, at every concurrency, then the rows with
-    every call sampled, each group with its own bare anchor.
+    every call sampled, each group with its own bare rows and echo anchors.
 
     Not all in one interleaving: a sampled round's spans are batch-exported
     (by the client, the catalog and Jaeger's ingest) for seconds after it, and
     loaded whatever rounds ran then. Mixed in, the unsampled whole mesh
     measured +452 µs at 1 in flight; measured before any span, +249 µs.
     """
-    prepared: dict[str, tuple[Prepare, Endpoint]]
-    prepared = {mode: (get_product, endpoint) for mode, endpoint in endpoints.items()}
-    prepared[MESH_UNSAMPLED] = (_unsampled_get_product, endpoints[MESH])
+    prepared: dict[str, tuple[Prepare, Target]]
+    prepared = {mode: (get_product, endpoint) for mode, endpoint in hops.endpoints.items()}
+    prepared[MESH_UNSAMPLED] = (_unsampled_get_product, hops.endpoints[MESH])
     groups: list[Hopped] = []
     for rows in (QUIET, SAMPLED):
-        chosen = {row: prepared[row] for row in rows}
+        chosen = {row: prepared[row] for row in rows} | hops.anchors
         groups.append({c: await interleave(chosen, calls, rounds, c) for c in concurrencies})
     return groups[0], groups[1]
 
@@ -238,7 +250,7 @@ async def measure_breaker(bare: Endpoint) -> dict[str, list[float]]:
 
 
 def render_mesh(
-    quiet: Hopped, sampled: Hopped, breaker: dict[str, list[float]], command: str
+    quiet: Hopped, sampled: Hopped, breaker: dict[str, list[float]], command: str, nginx: str
 ) -> str:
     lines = [
         *header(
@@ -262,7 +274,9 @@ def render_mesh(
         " traceparent says not sampled, as a service calls while serving such a caller (no"
         " span on either side, the context passed on). One connection per round, its first"
         " call outside the clock; rounds alternate. 'added' is the row's median minus the"
-        " bare one of its own table at the same concurrency; 'x bare' their ratio.",
+        " bare one of its own table at the same concurrency; 'x bare' their ratio."
+        f" Each table's rounds also go to '{ECHO}' (bench.echo_server) and, when nginx runs"
+        f" ({nginx}), '{SIDECARS}', as in bench/anchors.md.",
         "",
         "Rows that record no span, measured first (a sampled round's spans are exported for"
         " seconds after it and would load the rounds run meanwhile):",
@@ -272,6 +286,8 @@ def render_mesh(
         "Rows with every call sampled and exported, measured after, with their own bare rounds:",
         "",
         *against_base(sampled, BARE, "hop", "x bare"),
+        "",
+        *_verdict(quiet.get(1, {}), sampled.get(1, {})),
     ]
     anchor = statistics.median(next(iter(breaker.values())))
     lines += [
@@ -291,3 +307,44 @@ def render_mesh(
             f"| {median / anchor:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _verdict(quiet: dict[str, Sample], sampled: dict[str, Sample]) -> list[str]:
+    """The issue's target for the whole mesh per hop, on the 1-in-flight rows:
+    over the bare echo, at most TARGET_MEDIAN_US median and TARGET_P99_US p99,
+    and less than the nginx pair adds, each figure against its own table's echo."""
+    goal = (
+        f"Target: the whole mesh adds at most {TARGET_MEDIAN_US} µs median and"
+        f" {TARGET_P99_US} µs p99 per hop over '{ECHO}', and less than the nginx pair adds"
+        " (1 in flight)"
+    )
+    if ECHO not in quiet or ECHO not in sampled:
+        return [f"{goal}: not judged, no run with 1 in flight."]
+    lines = [
+        f"{goal}. 'bare catalog' is the hop with no mesh at all: what catalog's own work"
+        " (decoding, the read model, encoding) adds over an echo, before any mesh feature.",
+        "",
+        "| hop | median over echo µs | p99 over echo µs | median over bare catalog µs"
+        " | nginx pair adds µs | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for label, group, row in (
+        ("bare catalog", quiet, BARE),
+        (MESH_UNSAMPLED, quiet, MESH_UNSAMPLED),
+        (f"{MESH} (sampled)", sampled, MESH),
+    ):
+        lat, echo = group[row].latencies_s, group[ECHO].latencies_s
+        median = (statistics.median(lat) - statistics.median(echo)) * 1e6
+        p99 = (percentile(lat, 0.99) - percentile(echo, 0.99)) * 1e6
+        bare = (statistics.median(lat) - statistics.median(group[BARE].latencies_s)) * 1e6
+        met = median <= TARGET_MEDIAN_US and p99 <= TARGET_P99_US
+        pair = ""
+        if SIDECARS in group:
+            added = statistics.median(group[SIDECARS].latencies_s) - statistics.median(echo)
+            pair = f"{added * 1e6:,.0f}"
+            met = met and median < added * 1e6
+        lines.append(
+            f"| {label} | {median:,.0f} | {p99:,.0f} | {bare:,.0f} | {pair} "
+            f"| {'met' if met else 'not met'} |"
+        )
+    return lines

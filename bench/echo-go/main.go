@@ -23,33 +23,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"shopmesh/bench/echo-go/rawcodec"
 )
 
 // EchoMethod is the one method served; any other is UNIMPLEMENTED.
 const EchoMethod = "/bench.v1.Echo/Echo"
-
-// rawCodec passes messages through as the bytes they are on the wire.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("raw codec: cannot marshal %T", v)
-	}
-	return *b, nil
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("raw codec: cannot unmarshal into %T", v)
-	}
-	// gRPC may reuse data's buffer once Unmarshal returns.
-	*b = append((*b)[:0], data...)
-	return nil
-}
-
-func (rawCodec) Name() string { return "raw" }
 
 // echo answers every call of EchoMethod with its request's bytes.
 func echo(_ any, stream grpc.ServerStream) error {
@@ -75,7 +54,7 @@ func main() {
 	if err != nil {
 		log.Fatalf("listen on %s: %v", *listen, err)
 	}
-	server := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(echo))
+	server := grpc.NewServer(grpc.ForceServerCodec(rawcodec.Codec{}), grpc.UnknownServiceHandler(echo))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {

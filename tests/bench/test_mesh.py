@@ -1,5 +1,6 @@
 """Smoke test of `python -m bench --only mesh`: each hop's catalog starts, answers
-a few dozen calls, and lands in the table; the breaker part runs too.
+a few dozen calls, and lands in the table, beside the echo anchors and the
+target's verdict; the breaker part runs too.
 
 No timing is asserted (the machine is noisy). Afterwards no catalog the run
 started is left running: every hop's process has a name of its own in the
@@ -12,7 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.mesh import HOPS, MESH_UNSAMPLED
+from bench.anchors import BARE as ECHO
+from bench.anchors import SIDECARS
+from bench.mesh import HOPS, MESH, MESH_UNSAMPLED
+from bench.nginx import NGINX
 from localmode.topology import REPO_ROOT
 
 
@@ -35,7 +39,10 @@ def test_the_mesh_part_measures_every_hop_and_leaves_nothing_running(tmp_path: P
     assert done.returncode == 0, done.stderr[-3000:]
 
     table = (tmp_path / "mesh.md").read_text()
-    for hop in (*HOPS, MESH_UNSAMPLED):
+    for hop in (*HOPS, MESH_UNSAMPLED, ECHO, *([SIDECARS] if NGINX.is_file() else [])):
         assert f"| 1 | {hop} | 40 |" in table
+    verdict = table.split("Target: the whole mesh adds at most 150 µs median")[1]
+    for row in ("bare catalog", MESH_UNSAMPLED, f"{MESH} (sampled)"):
+        assert f"| {row} | " in verdict
     assert "| refused by the open breaker | 2000 |" in table
     assert _catalogs() - before == set()
