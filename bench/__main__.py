@@ -8,6 +8,8 @@ The parts, in the order they run (`--only PART` runs one of them):
 - `calls` (bench/calls.md, latency-cdf.png): one call per service and
   language direct, and catalog GetProduct and a checkout through the
   gateway, tracing sampled, parent unsampled and off (`bench.calls`);
+- `tracing` (bench/tracing.md): what tracing costs catalog, split into
+  making spans and exporting them (`bench.tracing_cost`);
 - `checkout` (bench/checkout.md): a checkout one at a time, and confirm ->
   notification (`bench.checkout`);
 - `arrival` (bench/arrival.md, checkout-arrival.png): checkout latency at
@@ -65,6 +67,7 @@ from bench.sweep import (
     render_sweep,
     throughputs,
 )
+from bench.tracing_cost import measure_tracing, render_tracing, start_tracing
 from localmode.processes import Stack
 from localmode.topology import REPO_ROOT
 
@@ -126,6 +129,13 @@ def main(argv: list[str]) -> int:
             }
         _write(out / "calls.md", render(results, command))
         print(f"plotted {plot_latency_cdf(results, out / CDF_PNG.name)}")
+    if "tracing" in chosen:
+        with _started(start_tracing) as catalogs:
+            by_row = {
+                c: asyncio.run(measure_tracing(catalogs, args.calls, args.rounds, c))
+                for c in args.concurrency
+            }
+        _write(out / "tracing.md", render_tracing(by_row, command))
     if "checkout" in chosen:
         with _started(start_mesh) as mesh:
             checkout = asyncio.run(measure_checkout(mesh, args.orders))

@@ -39,7 +39,9 @@ __all__ = [
     "OFF",
     "SAMPLED",
     "UNSAMPLED",
+    "UNSAMPLED_PARENT",
     "CallTargets",
+    "copy_of",
     "measure",
     "render",
     "start_services",
@@ -132,20 +134,21 @@ async def measure(
     return await interleave(prepared, calls, rounds, concurrency, counts)
 
 
-def _untraced(service: LocalService) -> LocalService:
-    """A second copy of `service` on a port of its own, with tracing off."""
+def copy_of(service: LocalService, suffix: str, environment: dict[str, str]) -> LocalService:
+    """A second copy of `service` on a port and with a database of its own,
+    named `<name>-<suffix>`, `environment` set on top of the original's."""
     port = free_port()
     own = service.grpc_target
     assert own is not None
-    run_dir = service.run_dir.parent / f"{service.name}-untraced"
+    run_dir = service.run_dir.parent / f"{service.name}-{suffix}"
     env = {  # its own address and its own database
         key: value.replace(own, f"127.0.0.1:{port}").replace(str(service.run_dir), str(run_dir))
         for key, value in service.environment.items()
     }
     return replace(
         service,
-        name=f"{service.name}-untraced",
-        environment={**env, "OTEL_SDK_DISABLED": "true"},
+        name=f"{service.name}-{suffix}",
+        environment={**env, **environment},
         ready=f"grpc://127.0.0.1:{port}",
         run_dir=run_dir,
     )
@@ -162,7 +165,7 @@ def _start_direct(stack: Stack, run_dir: Path, targets: CallTargets) -> dict[tup
         # probe port (one port each, and the copy would share the original's).
         no_side_ports = {"MESH_METRICS_ADDRESS": "", "MESH_HEALTH_PROBE_ADDRESS": ""}
         traced = replace(traced, environment={**traced.environment, **no_side_ports})
-        untraced = _untraced(traced)
+        untraced = copy_of(traced, "untraced", {"OTEL_SDK_DISABLED": "true"})
         services += [traced, untraced]
         for mode, service in zip(MODES, (traced, traced, untraced), strict=True):
             assert service.grpc_target is not None

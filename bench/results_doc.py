@@ -21,6 +21,7 @@ __all__ = ["PARTS", "assemble"]
 PARTS: dict[str, tuple[str, str, str]] = {
     "anchors": ("anchors.md", "throughput.png", "throughput against calls in flight"),
     "calls": ("calls.md", "latency-cdf.png", "latency CDF per call and tracing mode"),
+    "tracing": ("tracing.md", "", ""),
     "checkout": ("checkout.md", "", ""),
     "arrival": ("arrival.md", "checkout-arrival.png", "checkout latency against arrival rate"),
     "gateway": ("gateway.md", "", ""),

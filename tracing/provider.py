@@ -7,6 +7,11 @@ the defaults a service knows about itself (its name and version).
 
 ``OTEL_SDK_DISABLED=true`` turns tracing off completely: no provider, no
 exporter, no interceptors, so a benchmark can compare tracing on and off.
+``OTEL_TRACES_EXPORTER`` picks the exporter as the specification names them:
+``otlp`` (the default) or ``none``, which still makes and samples every span
+and propagates its context but exports none (bench/tracing.md weighs making
+spans against exporting them with it). Other exporters are not installed,
+so naming one is a configuration error rather than a silent no-op.
 
 OpenTelemetry lets a process set the global tracer provider only once, so
 ``configure_tracing`` takes ``set_global``: services keep the default, tests
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.environment_variables import OTEL_PROPAGATORS
+from opentelemetry.environment_variables import OTEL_PROPAGATORS, OTEL_TRACES_EXPORTER
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
@@ -35,13 +40,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from mesh.config import ConfigError
+
 __all__ = [
+    "TRACES_EXPORTERS",
     "TracingHandle",
     "build_resource",
     "build_tracer_provider",
     "configure_tracing",
     "tracing_disabled",
 ]
+
+
+# The OTEL_TRACES_EXPORTER values this project installs an exporter for.
+TRACES_EXPORTERS = ("otlp", "none")
 
 
 def tracing_disabled() -> bool:
@@ -65,6 +77,16 @@ def build_resource(service_name: str, service_version: str | None = None) -> Res
     return defaults.merge(OTELResourceDetector().detect())
 
 
+def traces_exporter() -> str:
+    """OTEL_TRACES_EXPORTER's choice, `otlp` when unset; ConfigError for one not installed."""
+    choice = os.environ.get(OTEL_TRACES_EXPORTER, "").strip().lower() or "otlp"
+    if choice not in TRACES_EXPORTERS:
+        raise ConfigError(
+            f"{OTEL_TRACES_EXPORTER} must be one of {', '.join(TRACES_EXPORTERS)}, got {choice!r}"
+        )
+    return choice
+
+
 def build_tracer_provider(
     service_name: str,
     service_version: str,
@@ -72,11 +94,15 @@ def build_tracer_provider(
 ) -> TracerProvider:
     """A tracer provider with a batch processor in front of ``exporter``.
 
-    Without ``exporter`` this is the OTLP gRPC exporter with no arguments,
-    which reads OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _INSECURE, _HEADERS,
-    _TIMEOUT, _COMPRESSION and _CERTIFICATE itself. Never sets anything global.
+    Without ``exporter`` this is what OTEL_TRACES_EXPORTER asks for: the OTLP
+    gRPC exporter with no arguments, which reads
+    OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _INSECURE, _HEADERS, _TIMEOUT,
+    _COMPRESSION and _CERTIFICATE itself, or with ``none`` no processor at
+    all. Never sets anything global.
     """
     provider = TracerProvider(resource=build_resource(service_name, service_version))
+    if exporter is None and traces_exporter() == "none":
+        return provider
     # Batch export keeps the export off the request path (DESIGN: tracing uses
     # batch export); its queue and delay follow OTEL_BSP_* variables.
     provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))

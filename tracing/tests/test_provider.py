@@ -1,4 +1,5 @@
-"""configure_tracing: resource, batch export, the OTEL_SDK_DISABLED switch.
+"""configure_tracing: resource, batch export, the OTEL_SDK_DISABLED switch,
+the OTEL_TRACES_EXPORTER choice.
 
 No test sets the global tracer provider (OpenTelemetry allows that once per
 process); they use ``set_global=False`` and the returned provider.
@@ -13,6 +14,8 @@ import sys
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import tracing.provider
+from mesh.config import ConfigError
 from tracing.interceptors import client_interceptors, server_interceptors
 from tracing.provider import build_resource, configure_tracing, tracing_disabled
 
@@ -20,7 +23,12 @@ from tracing.provider import build_resource, configure_tracing, tracing_disabled
 @pytest.fixture(autouse=True)
 def _clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The developer's shell may carry OTEL_* settings; these tests set their own.
-    for name in ("OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+    for name in (
+        "OTEL_SDK_DISABLED",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_TRACES_EXPORTER",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -93,6 +101,67 @@ def test_other_values_leave_tracing_on(monkeypatch: pytest.MonkeyPatch, value: s
     assert len(server_interceptors(handle.provider)) == 1
     assert len(client_interceptors(handle.provider)) == 4
     handle.shutdown()
+
+
+class _Exporters:
+    """Stands in for the OTLP exporter class: counts the exporters made."""
+
+    def __init__(self) -> None:
+        self.made: list[InMemorySpanExporter] = []
+
+    def __call__(self) -> InMemorySpanExporter:
+        self.made.append(InMemorySpanExporter())
+        return self.made[-1]
+
+
+@pytest.mark.parametrize("value", [None, "otlp", " OTLP "])
+def test_the_otlp_exporter_is_the_default(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    exporters = _Exporters()
+    monkeypatch.setattr(tracing.provider, "OTLPSpanExporter", exporters)
+    if value is not None:
+        monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+
+    handle = configure_tracing("orders", "1.2.3", set_global=False)
+    assert handle.provider is not None
+    with handle.provider.get_tracer(__name__).start_as_current_span("exported"):
+        pass
+    handle.force_flush()
+    handle.shutdown()
+
+    assert [[s.name for s in e.get_finished_spans()] for e in exporters.made] == [["exported"]]
+
+
+@pytest.mark.parametrize("value", ["none", "NONE"])
+def test_none_makes_and_samples_spans_but_exports_nothing(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    exporters = _Exporters()
+    monkeypatch.setattr(tracing.provider, "OTLPSpanExporter", exporters)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+
+    handle = configure_tracing("orders", "1.2.3", set_global=False)
+    assert handle.provider is not None
+    with handle.provider.get_tracer(__name__).start_as_current_span("kept") as span:
+        # Recorded and sampled as before, so the next hop still gets a sampled context.
+        assert span.is_recording()
+        assert span.get_span_context().trace_flags.sampled
+    assert handle.force_flush()
+    handle.shutdown()
+
+    assert exporters.made == []
+    assert len(server_interceptors(handle.provider)) == 1
+
+
+@pytest.mark.parametrize("value", ["zipkin", "console", "otlp,none"])
+def test_an_exporter_not_installed_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
+
+    with pytest.raises(ConfigError) as raised:
+        configure_tracing("orders", "1.2.3", set_global=False)
+
+    assert str(raised.value) == f"OTEL_TRACES_EXPORTER must be one of otlp, none, got {value!r}"
 
 
 _GLOBAL_CHECK = """
