@@ -144,6 +144,8 @@ def configure_tracing(
     ignores, with a logged warning, any second attempt) and W3C trace context
     plus baggage become the propagators unless OTEL_PROPAGATORS chose others.
     """
+    # Checked even with tracing off, as every other variable is at start.
+    traces_exporter()
     if tracing_disabled():
         return TracingHandle(provider=None)
     provider = build_tracer_provider(service_name, service_version, exporter)

@@ -75,7 +75,7 @@ func run() int {
 
 	tracing := &telemetry.Tracing{}
 	if !cfg.TracingDisabled {
-		if tracing, err = telemetry.StartTracing(ctx, serviceName, serviceVersion); err != nil {
+		if tracing, err = telemetry.StartTracing(ctx, serviceName, serviceVersion, cfg.TracesExporter); err != nil {
 			return cannotStart(fmt.Errorf("cannot set up tracing: %w", err))
 		}
 	}

@@ -45,6 +45,14 @@ func TestABadMetricsAddressIsAConfigurationError(t *testing.T) {
 	}
 }
 
+func TestAnExporterNotBuiltInIsAConfigurationError(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", " Zipkin ")
+	code, stderr := runWithStderr(t)
+	if code != 2 || stderr != "configuration error: OTEL_TRACES_EXPORTER must be one of otlp, none, got 'zipkin'\n" {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestABusyMetricsPortExitsOne(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

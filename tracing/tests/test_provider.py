@@ -153,9 +153,12 @@ def test_none_makes_and_samples_spans_but_exports_nothing(
 
 
 @pytest.mark.parametrize("value", ["zipkin", "console", "otlp,none"])
+@pytest.mark.parametrize("disabled", ["true", "false"])
 def test_an_exporter_not_installed_is_a_configuration_error(
-    monkeypatch: pytest.MonkeyPatch, value: str
+    monkeypatch: pytest.MonkeyPatch, value: str, disabled: str
 ) -> None:
+    # With tracing off too, as Go and TypeScript check it with their other variables.
+    monkeypatch.setenv("OTEL_SDK_DISABLED", disabled)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
 
     with pytest.raises(ConfigError) as raised:

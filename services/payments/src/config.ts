@@ -4,8 +4,9 @@
 // mesh/server.py): an empty variable counts as unset, and a malformed one
 // throws ConfigError naming it, so a bad deployment fails at start with exit
 // status 2 instead of on the first request. Of the OTEL_* variables only
-// OTEL_SDK_DISABLED is read here, because it decides whether the SDK is loaded
-// at all; the SDK reads the others itself (see telemetry.ts).
+// OTEL_SDK_DISABLED, which decides whether the SDK is loaded at all, and
+// OTEL_TRACES_EXPORTER, which this SDK setup does not read itself (see
+// telemetry.ts), are read here; the SDK reads the others itself.
 
 import { existsSync } from "node:fs";
 import * as path from "node:path";
@@ -23,6 +24,14 @@ export class ConfigError extends Error {
 export const REPO_ROOT = path.resolve(__dirname, "..", "..", "..", "..", "..", "..");
 
 export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR";
+
+/**
+ * The OTEL_TRACES_EXPORTER values honoured, the default first
+ * (tracing/provider.py's TRACES_EXPORTERS). Other exporters are not installed,
+ * so naming one is a configuration error rather than a silent no-op.
+ */
+export const TRACES_EXPORTERS = ["otlp", "none"] as const;
+export type TracesExporter = (typeof TRACES_EXPORTERS)[number];
 
 /** Faults to inject into this service's own RPCs; zero means off. */
 export interface FaultConfig {
@@ -71,6 +80,11 @@ export interface PaymentsConfig {
   readonly logLevel: LogLevel;
   /** False when OTEL_SDK_DISABLED=true: no provider, no exporter, no instrumentation. */
   readonly tracing: boolean;
+  /**
+   * OTEL_TRACES_EXPORTER: "otlp", or "none" to make, sample and propagate
+   * spans but export none.
+   */
+  readonly tracesExporter: TracesExporter;
 }
 
 export const DEFAULT_LISTEN_ADDR = "0.0.0.0:50054";
@@ -158,6 +172,16 @@ function logLevel(env: Env): LogLevel {
   }
 }
 
+function tracesExporter(env: Env): TracesExporter {
+  const name = "OTEL_TRACES_EXPORTER";
+  const text = raw(env, name, TRACES_EXPORTERS[0]).toLowerCase();
+  const choice = TRACES_EXPORTERS.find((known) => known === text);
+  if (choice === undefined) {
+    throw new ConfigError(`${name} must be one of ${TRACES_EXPORTERS.join(", ")}, got '${text}'`);
+  }
+  return choice;
+}
+
 /**
  * The folder with the contracts: PAYMENTS_PROTO_DIR, or else the first
  * `protos/` above this file that holds payments.proto. Looking upwards works
@@ -222,5 +246,6 @@ export function loadConfig(env: Env = process.env): PaymentsConfig {
     logLevel: logLevel(env),
     // The specification's rule: only "true", in any case, disables.
     tracing: (env["OTEL_SDK_DISABLED"] ?? "").trim().toLowerCase() !== "true",
+    tracesExporter: tracesExporter(env),
   };
 }

@@ -46,7 +46,7 @@ async function run(config: PaymentsConfig, security: MeshSecurity): Promise<numb
   let telemetry: TelemetryModule.Telemetry | undefined;
   if (config.tracing) {
     const { startTelemetry } = require("./telemetry") as typeof TelemetryModule;
-    telemetry = startTelemetry();
+    telemetry = startTelemetry({ tracesExporter: config.tracesExporter });
   }
   const { build, shutDown, StartError } = require("./server") as typeof ServerModule;
 

@@ -13,6 +13,10 @@
 // processor), OTEL_TRACES_SAMPLER[_ARG], OTEL_SERVICE_NAME and
 // OTEL_RESOURCE_ATTRIBUTES (the resource; "payments" is only the default).
 // OTEL_SDK_DISABLED=true is handled by main.ts, which then never loads this.
+// OTEL_TRACES_EXPORTER=none (read by config.ts: this provider ignores it)
+// leaves out the exporter and the processor, so spans are still made, sampled
+// and propagated but go nowhere, and the cost of making them can be told apart
+// from that of exporting them.
 //
 // Server spans (named `grpc.shop.payments.v1.PaymentsService/Charge`) carry
 // rpc.system, rpc.service, rpc.method and rpc.grpc.status_code (an int, the
@@ -29,6 +33,7 @@ import { registerInstrumentations } from "@opentelemetry/instrumentation";
 import { GrpcInstrumentation } from "@opentelemetry/instrumentation-grpc";
 import { BatchSpanProcessor, NodeTracerProvider, type SpanExporter } from "@opentelemetry/sdk-trace-node";
 
+import type { TracesExporter } from "./config";
 import { log } from "./logging";
 import { serviceResource } from "./resource";
 
@@ -49,6 +54,8 @@ export interface Telemetry {
 export interface TelemetryOptions {
   /** Where spans go; the OTLP gRPC exporter when omitted. Tests pass an in-memory one. */
   readonly exporter?: SpanExporter;
+  /** OTEL_TRACES_EXPORTER as config.ts read it; "otlp" when omitted. Ignored when `exporter` is given. */
+  readonly tracesExporter?: TracesExporter;
 }
 
 // OpenTelemetry's own problems (a collector that cannot be reached, say) go
@@ -80,9 +87,10 @@ function routeDiagnostics(): void {
 /** Starts tracing for the process and registers it globally; call once, before requiring grpc-js. */
 export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
   routeDiagnostics();
+  const exporter = options.exporter ?? (options.tracesExporter === "none" ? undefined : new OTLPTraceExporter());
   const provider = new NodeTracerProvider({
     resource: serviceResource(),
-    spanProcessors: [new BatchSpanProcessor(options.exporter ?? new OTLPTraceExporter())],
+    spanProcessors: exporter === undefined ? [] : [new BatchSpanProcessor(exporter)],
   });
   provider.register({
     propagator: new CompositePropagator({

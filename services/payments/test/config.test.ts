@@ -23,6 +23,7 @@ test("defaults match the Python services' and the compose topology", () => {
   assert.equal(config.dbPath, "payments.db");
   assert.equal(config.logLevel, "INFO");
   assert.equal(config.tracing, true);
+  assert.equal(config.tracesExporter, "otlp");
   assert.ok(config.protoDir.endsWith(`${path.sep}protos`), config.protoDir);
 });
 
@@ -36,6 +37,7 @@ test("values are read and trimmed; empty counts as unset", () => {
     FAULT_ERROR_PERCENT: "12.5",
     LOG_LEVEL: "warn",
     OTEL_SDK_DISABLED: "TRUE",
+    OTEL_TRACES_EXPORTER: " None ",
   });
   assert.equal(config.server.listenAddr, "[::1]:0");
   assert.equal(config.dbPath, "/data/payments.db");
@@ -44,7 +46,9 @@ test("values are read and trimmed; empty counts as unset", () => {
   assert.deepEqual(config.server.faults, { delayMs: 250, errorPercent: 12.5 });
   assert.equal(config.logLevel, "WARNING");
   assert.equal(config.tracing, false);
+  assert.equal(config.tracesExporter, "none");
   assert.equal(loadConfig({ PAYMENTS_DB_PATH: "  " }).dbPath, "payments.db");
+  assert.equal(loadConfig({ OTEL_TRACES_EXPORTER: "  " }).tracesExporter, "otlp");
   assert.equal(loadConfig({ OTEL_SDK_DISABLED: "false" }).tracing, true);
 });
 
@@ -60,6 +64,9 @@ test("malformed values raise ConfigError naming the variable", () => {
     [{ FAULT_ERROR_PERCENT: "100.1" }, "FAULT_ERROR_PERCENT"],
     [{ FAULT_ERROR_PERCENT: "-3" }, "FAULT_ERROR_PERCENT"],
     [{ LOG_LEVEL: "TRACE" }, "LOG_LEVEL"],
+    [{ OTEL_TRACES_EXPORTER: "zipkin" }, "OTEL_TRACES_EXPORTER"],
+    [{ OTEL_TRACES_EXPORTER: "console" }, "OTEL_TRACES_EXPORTER"],
+    [{ OTEL_TRACES_EXPORTER: "otlp,none" }, "OTEL_TRACES_EXPORTER"],
     [{ PAYMENTS_PROTO_DIR: "/nonexistent" }, "PAYMENTS_PROTO_DIR"],
     [{ MESH_METRICS_ADDRESS: "9464" }, "MESH_METRICS_ADDRESS"],
     [{ MESH_METRICS_ADDRESS: ":9464" }, "MESH_METRICS_ADDRESS"],
@@ -78,6 +85,17 @@ test("malformed values raise ConfigError naming the variable", () => {
       variable,
     );
   }
+});
+
+test("OTEL_TRACES_EXPORTER is otlp or none in any case; another is refused as Python refuses it", () => {
+  assert.equal(loadConfig({ OTEL_TRACES_EXPORTER: "otlp" }).tracesExporter, "otlp");
+  assert.equal(loadConfig({ OTEL_TRACES_EXPORTER: " OTLP " }).tracesExporter, "otlp");
+  assert.equal(loadConfig({ OTEL_TRACES_EXPORTER: "none" }).tracesExporter, "none");
+  assert.equal(loadConfig({ OTEL_TRACES_EXPORTER: "NONE" }).tracesExporter, "none");
+  assert.throws(() => loadConfig({ OTEL_TRACES_EXPORTER: " Zipkin " }), {
+    name: "ConfigError",
+    message: "OTEL_TRACES_EXPORTER must be one of otlp, none, got 'zipkin'",
+  });
 });
 
 test("PAYMENTS_PROTO_DIR points at another copy of the contracts", (t) => {

@@ -98,6 +98,7 @@ test("a malformed variable exits 2 with one line naming it", LIMIT, async (t) =>
     [{ MESH_METRICS_ADDRESS: "9464" }, "MESH_METRICS_ADDRESS"],
     [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0" }, "MESH_HEALTH_PROBE_ADDRESS"],
     [{ MESH_HEALTH_PROBE_ADDRESS: "0.0.0.0:probe" }, "MESH_HEALTH_PROBE_ADDRESS"],
+    [{ OTEL_TRACES_EXPORTER: "zipkin" }, "OTEL_TRACES_EXPORTER"],
   ];
   for (const [env, variable] of cases) {
     // Loopback and port 0 even here: should a check regress, the process
@@ -177,6 +178,49 @@ test("SIGTERM exits 0 even when the trace collector never answers", LIMIT, async
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
     OTEL_EXPORTER_OTLP_INSECURE: "true",
   });
+});
+
+test("an OTEL_TRACES_EXPORTER not installed exits 2 with Python's message", LIMIT, async (t) => {
+  const { code, lines } = await run(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_TRACES_EXPORTER: " Zipkin ",
+  });
+  assert.equal(code, 2);
+  assert.deepEqual(lines, ["configuration error: OTEL_TRACES_EXPORTER must be one of otlp, none, got 'zipkin'"]);
+});
+
+/** Serves one traced call with OTEL_TRACES_EXPORTER=`exporter`, stops, and counts the collector's connections. */
+async function collectorConnections(t: Context, exporter: string): Promise<number> {
+  // Each connection is counted and dropped at once, so an exporter that
+  // tries gives up quickly instead of waiting out the bounded shutdown.
+  let connections = 0;
+  const collector = net.createServer((socket) => {
+    connections += 1;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
+  t.after(() => collector.close());
+  const service = start(t, {
+    GRPC_LISTEN_ADDR: "127.0.0.1:0",
+    PAYMENTS_DB_PATH: path.join(tempDir(t), "p.db"),
+    OTEL_TRACES_EXPORTER: exporter,
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as net.AddressInfo).port}`,
+    OTEL_EXPORTER_OTLP_INSECURE: "true",
+  });
+  const port = Number(/serving on port (\d+)/.exec(await service.waitFor((l) => l.includes("serving on port")))?.[1]);
+  const client = connect(port);
+  t.after(() => client.close());
+  await client.charge(chargeRequest({ idempotencyKey: `exporter-${exporter}` }));
+  service.child.kill("SIGTERM");
+  assert.equal(await service.exit, 0, service.lines.join("\n"));
+  return connections;
+}
+
+test("OTEL_TRACES_EXPORTER=none sends nothing to the collector that otlp reaches", LIMIT, async (t) => {
+  // otlp first: it shows the collector would have seen an exporter.
+  assert.ok((await collectorConnections(t, "otlp")) > 0, "the otlp exporter never connected");
+  assert.equal(await collectorConnections(t, "none"), 0);
 });
 
 test("the entry point serves calls once it logs its port and stops on SIGINT", LIMIT, async (t) => {

@@ -46,6 +46,7 @@ export function testConfig(dir: string, server: Partial<ServerConfig> = {}): Pay
     protoDir: loadConfig({}).protoDir,
     logLevel: "ERROR",
     tracing: false,
+    tracesExporter: "otlp",
   };
 }
 

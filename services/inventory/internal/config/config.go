@@ -4,8 +4,9 @@
 // Names and semantics are those of the Python services (mesh/config.py): an
 // unset or blank variable takes its default, and a malformed one is an *Error
 // naming the variable, so a bad deployment fails at start instead of on the
-// first request. OTEL_* variables other than OTEL_SDK_DISABLED are left to the
-// OpenTelemetry SDK, which reads them itself.
+// first request. OTEL_* variables other than OTEL_SDK_DISABLED and
+// OTEL_TRACES_EXPORTER are left to the OpenTelemetry SDK, which reads them
+// itself.
 package config
 
 import (
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +54,12 @@ type Config struct {
 	// TracingDisabled is OTEL_SDK_DISABLED=true: no provider, exporter or
 	// stats handler at all. The Go SDK does not read that variable itself.
 	TracingDisabled bool
+	// TracesExporter is OTEL_TRACES_EXPORTER, lower case: "otlp" (the
+	// default) or "none", which still makes, samples and propagates spans
+	// but exports none. The Go SDK does not read that variable either, and
+	// other exporters are not built in, so naming one is an error rather
+	// than a silent no-op, as in tracing/provider.py.
+	TracesExporter string
 
 	// MTLS is MESH_MTLS: serve mutual TLS only and enforce the policy. When
 	// it is on, the three files of CertsDir that Service needs exist.
@@ -83,6 +91,10 @@ type Config struct {
 	HealthProbeAddr string
 }
 
+// tracesExporters are the OTEL_TRACES_EXPORTER values tracing can honour,
+// the default first (tracing/provider.py TRACES_EXPORTERS).
+var tracesExporters = []string{"otlp", "none"}
+
 // MaxConcurrentRPCsDefault is GRPC_MAX_CONCURRENT_RPCS when it is unset, as
 // in mesh/server.py and payments' config.ts.
 const MaxConcurrentRPCsDefault = 1000
@@ -111,6 +123,7 @@ func FromEnv(lookup LookupFunc) (Config, error) {
 		LogLevel:          env.level("LOG_LEVEL", "INFO"),
 		// The specification's kill switch: only "true", in any case, counts.
 		TracingDisabled: strings.EqualFold(env.text("OTEL_SDK_DISABLED", "false"), "true"),
+		TracesExporter:  env.choice("OTEL_TRACES_EXPORTER", tracesExporters),
 		MTLS:            env.flag("MESH_MTLS", MTLSDefault),
 		CertsDir:        env.text("MESH_CERTS_DIR", ".run/certs"),
 		Service:         env.service("MESH_SERVICE_IDENTITY", Service),
@@ -247,6 +260,17 @@ func (r *reader) service(name, fallback string) string {
 			strings.Join(authz.Services(), ", "), trustDomain, raw)
 	}
 	return service
+}
+
+// choice is one of choices in any case, the first when unset; the message
+// quotes the value as Python's repr does, so it reads the same in every
+// service.
+func (r *reader) choice(name string, choices []string) string {
+	value := strings.ToLower(r.text(name, choices[0]))
+	if !slices.Contains(choices, value) {
+		r.fail(name, "must be one of %s, got '%s'", strings.Join(choices, ", "), value)
+	}
+	return value
 }
 
 func (r *reader) level(name, fallback string) slog.Level {

@@ -44,6 +44,7 @@ func TestDefaults(t *testing.T) {
 		Service:    "inventory",
 		PolicyFile: "mesh/policy.yaml",
 
+		TracesExporter:    "otlp",
 		MaxConcurrentRPCs: MaxConcurrentRPCsDefault,
 	}
 	if cfg != want {
@@ -61,6 +62,7 @@ func TestValuesAreRead(t *testing.T) {
 		"FAULT_ERROR_PERCENT":       "12.5",
 		"LOG_LEVEL":                 "warning",
 		"OTEL_SDK_DISABLED":         "TRUE",
+		"OTEL_TRACES_EXPORTER":      " None ",
 		"MESH_MTLS":                 "On",
 		"MESH_CERTS_DIR":            certsDir(t, "orders"),
 		"MESH_SERVICE_IDENTITY":     "spiffe://shop.local/orders",
@@ -82,6 +84,7 @@ func TestValuesAreRead(t *testing.T) {
 		FaultErrorPercent: 12.5,
 		LogLevel:          slog.LevelWarn,
 		TracingDisabled:   true,
+		TracesExporter:    "none",
 		MTLS:              true,
 		CertsDir:          cfg.CertsDir,
 		Service:           "orders",
@@ -98,11 +101,12 @@ func TestValuesAreRead(t *testing.T) {
 
 func TestBlankMeansDefault(t *testing.T) {
 	// MESH_MTLS off: not about mTLS, so no certificates needed.
-	cfg, err := FromEnv(lookup(map[string]string{"LOG_LEVEL": "  ", "OTEL_SDK_DISABLED": "no", "MESH_MTLS": "off"}))
+	cfg, err := FromEnv(lookup(map[string]string{"LOG_LEVEL": "  ", "OTEL_SDK_DISABLED": "no",
+		"OTEL_TRACES_EXPORTER": " ", "MESH_MTLS": "off"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.LogLevel != slog.LevelInfo || cfg.TracingDisabled {
+	if cfg.LogLevel != slog.LevelInfo || cfg.TracingDisabled || cfg.TracesExporter != "otlp" {
 		t.Errorf("got %+v", cfg)
 	}
 }
@@ -125,6 +129,9 @@ func TestMalformedValuesNameTheVariable(t *testing.T) {
 		{"FAULT_ERROR_PERCENT", "-0.1"},
 		{"FAULT_ERROR_PERCENT", "half"},
 		{"LOG_LEVEL", "verbose"},
+		{"OTEL_TRACES_EXPORTER", "zipkin"},
+		{"OTEL_TRACES_EXPORTER", "console"},
+		{"OTEL_TRACES_EXPORTER", "otlp,none"},
 		{"MESH_MTLS", "maybe"},
 		{"MESH_MTLS", "2"},
 		{"MESH_SERVICE_IDENTITY", "warehouse"},
@@ -173,6 +180,22 @@ func TestMetricsFaultsFileAndHealthProbeAreOffWhenBlank(t *testing.T) {
 func TestABadHealthProbeAddressSaysWhatItWants(t *testing.T) {
 	_, err := FromEnv(lookup(map[string]string{"MESH_HEALTH_PROBE_ADDRESS": "0.0.0.0:probe", "MESH_MTLS": "off"}))
 	if err == nil || err.Error() != `MESH_HEALTH_PROBE_ADDRESS must be host:port, got "0.0.0.0:probe"` {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestTracesExporter(t *testing.T) {
+	for value, want := range map[string]string{
+		"otlp": "otlp", " OTLP ": "otlp", "none": "none", "NONE": "none",
+	} {
+		cfg, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "off", "OTEL_TRACES_EXPORTER": value}))
+		if err != nil || cfg.TracesExporter != want {
+			t.Errorf("OTEL_TRACES_EXPORTER=%q: got %q, %v; want %q", value, cfg.TracesExporter, err, want)
+		}
+	}
+	// The Python services' message, their lower-cased value in quotes included.
+	_, err := FromEnv(lookup(map[string]string{"MESH_MTLS": "off", "OTEL_TRACES_EXPORTER": " Zipkin "}))
+	if err == nil || err.Error() != "OTEL_TRACES_EXPORTER must be one of otlp, none, got 'zipkin'" {
 		t.Errorf("got %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -29,23 +30,38 @@ type Tracing struct {
 	provider *sdktrace.TracerProvider
 }
 
-// StartTracing installs a global tracer provider that batches spans to the
-// OTLP gRPC exporter, and W3C trace context plus baggage as propagators.
+// newExporter is otlptracegrpc.New; tests count the exporters it makes.
+var newExporter = func(ctx context.Context) (sdktrace.SpanExporter, error) {
+	return otlptracegrpc.New(ctx)
+}
+
+// StartTracing installs a global tracer provider, and W3C trace context plus
+// baggage as propagators. exporter is config's TracesExporter: "otlp"
+// batches spans to the OTLP gRPC exporter; "none" makes no exporter and no
+// span processor, so spans are still made, sampled and propagated, and the
+// cost of making them can be told apart from that of exporting them.
 //
 // The exporter gets no options, so OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT,
 // _INSECURE, _HEADERS and _TIMEOUT, OTEL_BSP_* and OTEL_TRACES_SAMPLER are
 // read by the SDK itself. The resource says service.name=name and
 // service.version=version unless OTEL_SERVICE_NAME or
 // OTEL_RESOURCE_ATTRIBUTES say otherwise: the environment wins.
-func StartTracing(ctx context.Context, name, version string) (*Tracing, error) {
-	exporter, err := otlptracegrpc.New(ctx)
-	if err != nil {
-		return nil, err
+func StartTracing(ctx context.Context, name, version, exporter string) (*Tracing, error) {
+	options := []sdktrace.TracerProviderOption{sdktrace.WithResource(newResource(ctx, name, version))}
+	switch exporter {
+	case "otlp":
+		otlp, err := newExporter(ctx)
+		if err != nil {
+			return nil, err
+		}
+		options = append(options, sdktrace.WithBatcher(otlp))
+	case "none":
+	default:
+		// config rejects any other value; a caller that skips it must not
+		// get a silent "none" or "otlp" instead.
+		return nil, fmt.Errorf("traces exporter %q is neither otlp nor none", exporter)
 	}
-	provider := sdktrace.NewTracerProvider(
-		sdktrace.WithBatcher(exporter),
-		sdktrace.WithResource(newResource(ctx, name, version)),
-	)
+	provider := sdktrace.NewTracerProvider(options...)
 	otel.SetTracerProvider(provider)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 		propagation.TraceContext{}, propagation.Baggage{}))

@@ -1,11 +1,14 @@
 package telemetry
 
 import (
+	"context"
 	"slices"
 	"testing"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 func TestResourceDefaultsGiveWayToEnvironment(t *testing.T) {
@@ -26,15 +29,32 @@ func TestResourceDefaultsGiveWayToEnvironment(t *testing.T) {
 	}
 }
 
+// countExporters makes newExporter count the exporters it makes, until the
+// test ends.
+func countExporters(t *testing.T) *int {
+	made := new(int)
+	saved := newExporter
+	newExporter = func(ctx context.Context) (sdktrace.SpanExporter, error) {
+		*made++
+		return saved(ctx)
+	}
+	t.Cleanup(func() { newExporter = saved })
+	return made
+}
+
 func TestStartTracing(t *testing.T) {
 	// Nothing listens there; with no span to export, shutdown is immediate.
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-	tracing, err := StartTracing(t.Context(), "inventory", "0.1.0")
+	made := countExporters(t)
+	tracing, err := StartTracing(t.Context(), "inventory", "0.1.0", "otlp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !tracing.Enabled() || tracing.Provider() == nil {
 		t.Fatal("tracing is not enabled")
+	}
+	if *made != 1 {
+		t.Errorf("%d exporters made, want 1", *made)
 	}
 	fields := otel.GetTextMapPropagator().Fields()
 	if !slices.Contains(fields, "traceparent") || !slices.Contains(fields, "baggage") {
@@ -46,5 +66,47 @@ func TestStartTracing(t *testing.T) {
 	var off Tracing
 	if off.Enabled() || off.Provider() != nil || off.Shutdown() != nil {
 		t.Error("the zero Tracing is not off")
+	}
+}
+
+func TestStartTracingWithoutExporter(t *testing.T) {
+	// The developer's shell may name a sampler that drops spans.
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+	made := countExporters(t)
+	tracing, err := StartTracing(t.Context(), "inventory", "0.1.0", "none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tracing.Enabled() || tracing.Provider() == nil {
+		t.Fatal("tracing is not enabled")
+	}
+	ctx, span := tracing.Provider().Tracer("test").Start(t.Context(), "kept")
+	// Recorded and sampled as with an exporter, so the next hop is told to
+	// sample too.
+	if !span.IsRecording() || !span.SpanContext().IsSampled() {
+		t.Errorf("span recording %v, sampled %v", span.IsRecording(), span.SpanContext().IsSampled())
+	}
+	carrier := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, carrier)
+	sc := span.SpanContext()
+	if want := "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"; carrier["traceparent"] != want {
+		t.Errorf("traceparent %q, want %q", carrier["traceparent"], want)
+	}
+	span.End()
+	if err := tracing.Shutdown(); err != nil {
+		t.Error(err)
+	}
+	if *made != 0 {
+		t.Errorf("%d exporters made, want none", *made)
+	}
+}
+
+func TestStartTracingRefusesAnUnknownExporter(t *testing.T) {
+	made := countExporters(t)
+	if tracing, err := StartTracing(t.Context(), "inventory", "0.1.0", "zipkin"); err == nil || tracing != nil {
+		t.Errorf("got %v, %v; want an error", tracing, err)
+	}
+	if *made != 0 {
+		t.Errorf("%d exporters made, want none", *made)
 	}
 }
