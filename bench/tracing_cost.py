@@ -1,11 +1,17 @@
 """The `tracing` part: what tracing costs catalog, split into making spans and exporting them.
 
-catalog (Python, mesh features off but tracing) runs three times at once on
-free ports: with OTEL_SDK_DISABLED=true; with OTEL_TRACES_EXPORTER=none
-(every span made and sampled as usual, none exported); and as deployed,
-every span batch-exported over OTLP to a real Jaeger. The last also takes
-calls whose traceparent says not sampled. Calls carry no trace context
-otherwise, so each starts a sampled trace: one SERVER span per call.
+catalog (Python, mesh features off but tracing) runs four times at once on
+free ports, one process per row: with OTEL_SDK_DISABLED=true; as deployed
+but taking only calls whose traceparent says not sampled; with
+OTEL_TRACES_EXPORTER=none (every span made and sampled as usual, none
+exported); and as deployed, every span batch-exported over OTLP to a real
+Jaeger. Calls carry no trace context but in the unsampled row, so each
+starts a sampled trace: one SERVER span per call.
+
+Besides throughput, each row gives its process's CPU time per call (user
+plus system, from /proc, over every call it served, warm-up included): it
+counts the batch processor's thread as well, and on a shared 2-core machine
+it moves far less from run to run than calls per second do.
 
 The low-latency issue's targets are on the 32-in-flight throughput: a call
 whose trace is not sampled costs at most 5% against tracing off, a sampled
@@ -18,6 +24,7 @@ is the rest.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +43,9 @@ __all__ = [
     "OFF",
     "ROWS",
     "UNSAMPLED",
+    "TracingRun",
     "TracingTargets",
+    "cpu_seconds",
     "measure_tracing",
     "render_tracing",
     "start_tracing",
@@ -65,6 +74,19 @@ QUIET = {
 class TracingTargets:
     targets: dict[str, tuple[Prepare, str]]  # row -> its call and gRPC target
     jaeger: str  # the query API's base URL, where only the exported row's spans arrive
+    pids: dict[str, int]  # row -> the PID of its own catalog
+
+
+@dataclass
+class TracingRun:
+    samples: dict[str, Sample]  # row -> its calls
+    cpu_us: dict[str, float]  # row -> its catalog's CPU time per call served
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _unsampled(channel: grpc.aio.Channel) -> Call:
@@ -85,81 +107,100 @@ def start_tracing(run_dir: Path) -> tuple[Stack, TracingTargets]:
         "not-exported",
         {"OTEL_TRACES_EXPORTER": "none", "OTEL_SERVICE_NAME": NOT_EXPORTED_NAME},
     )
-    catalogs = {OFF: off, NOT_EXPORTED: not_exported, EXPORTED: exported}
+    unsampled = copy_of(exported, "unsampled", {})
+    catalogs = {OFF: off, UNSAMPLED: unsampled, NOT_EXPORTED: not_exported, EXPORTED: exported}
     for service in catalogs.values():
         (service.run_dir / "data").mkdir(parents=True, exist_ok=True)
     stack = Stack(run_dir)
     start_all(stack, [jaeger, *catalogs.values()])
-    target = {row: str(service.grpc_target) for row, service in catalogs.items()}
+    pids = {}
+    for row, service in catalogs.items():
+        pid = stack.pid(service.name)
+        assert pid is not None, f"{service.name} is not running"
+        pids[row] = pid
     return stack, TracingTargets(
         {
-            OFF: (get_product, target[OFF]),
-            UNSAMPLED: (_unsampled, target[EXPORTED]),
-            NOT_EXPORTED: (get_product, target[NOT_EXPORTED]),
-            EXPORTED: (get_product, target[EXPORTED]),
+            row: (_unsampled if row == UNSAMPLED else get_product, str(service.grpc_target))
+            for row, service in catalogs.items()
         },
         f"http://127.0.0.1:{jaeger.ports[16686]}",
+        pids,
     )
 
 
 async def measure_tracing(
     started: TracingTargets, calls: int, rounds: int, concurrency: int
-) -> dict[str, Sample]:
-    return await interleave(started.targets, calls, rounds, concurrency)
+) -> TracingRun:
+    before = {row: cpu_seconds(pid) for row, pid in started.pids.items()}
+    samples = await interleave(started.targets, calls, rounds, concurrency)
+    spent = {row: cpu_seconds(pid) - before[row] for row, pid in started.pids.items()}
+    # What each process served: interleave's warm-up round, then one call
+    # per round to connect and the timed ones.
+    served = {row: min(calls, 500) + 1 + rounds + len(samples[row].latencies_s) for row in samples}
+    return TracingRun(samples, {row: spent[row] / served[row] * 1e6 for row in samples})
 
 
 def _throughput(sample: Sample) -> float:
     return len(sample.latencies_s) / sample.elapsed_s
 
 
-def render_tracing(results: dict[int, dict[str, Sample]], command: str) -> str:
+def render_tracing(results: dict[int, TracingRun], command: str) -> str:
     lines = [
         *header("what tracing costs catalog: making spans, and exporting them", command),
         "Setup: one Python grpc.aio client process; catalog (Python; mTLS, metrics, faults and"
-        " the concurrency limit off) runs three times on loopback:"
-        f" '{OFF}' with OTEL_SDK_DISABLED=true; '{NOT_EXPORTED}' with"
-        " OTEL_TRACES_EXPORTER=none, every span made and sampled but none exported; and as"
-        f" deployed, spans batch-exported over OTLP gRPC to a real Jaeger ('{EXPORTED}'),"
-        f" which also takes calls whose traceparent says not sampled ('{UNSAMPLED}': no"
-        " span). Other calls carry no trace context, so each starts a sampled trace: one"
-        " SERVER span per call. Rounds go over every row in turn. 'added µs' is the median"
-        f" minus '{OFF}''s, 'x off' their ratio.",
+        " the concurrency limit off) runs four times on loopback, one process per row:"
+        f" '{OFF}' with OTEL_SDK_DISABLED=true; '{UNSAMPLED}' as deployed, taking only calls"
+        " whose traceparent says not sampled (no span); "
+        f"'{NOT_EXPORTED}' with OTEL_TRACES_EXPORTER=none, every span made and sampled but"
+        f" none exported; '{EXPORTED}' as deployed, spans batch-exported over OTLP gRPC to a"
+        " real Jaeger. The other calls carry no trace context, so each starts a sampled"
+        " trace: one SERVER span per call. Rounds go over every row in turn. 'added µs' is"
+        f" the median minus '{OFF}''s, 'x off' their ratio.",
         "",
-        *against_base(results, OFF, "tracing", "x off"),
+        *against_base({c: run.samples for c, run in results.items()}, OFF, "tracing", "x off"),
     ]
-    by_row = results.get(JUDGED_IN_FLIGHT)
-    if by_row is None:
-        return (
-            "\n".join([*lines, "", f"Not judged: no run at {JUDGED_IN_FLIGHT} in flight."]) + "\n"
-        )
-    off = _throughput(by_row[OFF])
-    cost = {row: 1 - _throughput(sample) / off for row, sample in by_row.items()}
+    run = results.get(JUDGED_IN_FLIGHT)
+    if run is None:
+        lines += ["", f"Not judged: no run at {JUDGED_IN_FLIGHT} in flight."]
+        return "\n".join(lines) + "\n"
+    off, cpu_off = _throughput(run.samples[OFF]), run.cpu_us[OFF]
+    lost = {row: 1 - _throughput(sample) / off for row, sample in run.samples.items()}
     lines += [
         "",
-        f"Throughput lost against '{OFF}' at {JUDGED_IN_FLIGHT} in flight, and the targets:",
+        f"At {JUDGED_IN_FLIGHT} in flight: the throughput lost against '{OFF}', which the"
+        " targets are on, and the CPU time each catalog spent per call it served (all its"
+        " threads, from /proc; far steadier from run to run than calls per second).",
         "",
-        "| tracing | calls/s | lost | target | |",
-        "|---|---:|---:|---:|---|",
+        "| tracing | calls/s | lost | target | | CPU µs per call | CPU added |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
-    for row, sample in by_row.items():
+    for row, sample in run.samples.items():
         target = TARGETS.get(row)
-        verdict = "" if target is None else ("met" if cost[row] <= target else "not met")
+        verdict = "" if target is None else ("met" if lost[row] <= target else "not met")
         ceiling = "" if target is None else f"≤ {target:.0%}"
-        lost = "" if row == OFF else f"{cost[row]:.0%}"
-        lines.append(f"| {row} | {_throughput(sample):,.0f} | {lost} | {ceiling} | {verdict} |")
-    return "\n".join([*lines, "", _split(cost[NOT_EXPORTED], cost[EXPORTED])]) + "\n"
+        share = "" if row == OFF else f"{lost[row]:.0%}"
+        cpu = run.cpu_us[row]
+        added = "" if row == OFF else f"{cpu / cpu_off - 1:+.0%}"
+        lines.append(
+            f"| {row} | {_throughput(sample):,.0f} | {share} | {ceiling} | {verdict} "
+            f"| {cpu:,.0f} | {added} |"
+        )
+    split = _split(cpu_off, run.cpu_us[NOT_EXPORTED], run.cpu_us[EXPORTED])
+    return "\n".join([*lines, "", split]) + "\n"
 
 
-def _split(making: float, sampled: float) -> str:
-    """One sentence: how a sampled call's cost divides between making and exporting its span."""
-    exporting = sampled - making
-    if exporting < 0 or making < 0:
+def _split(off: float, made: float, exported: float) -> str:
+    """One sentence: how a sampled call's CPU divides between making and exporting its span."""
+    making, exporting = made - off, exported - made
+    if making < 0 or exporting < 0:
         return (
-            f"Making spans cost {making:.0%} and making and exporting them {sampled:.0%}:"
-            " this run's noise is larger than the difference, so it does not split the cost."
+            f"CPU per call: {off:,.0f} µs with tracing off, {made:,.0f} µs making spans,"
+            f" {exported:,.0f} µs making and exporting them: this run's noise is larger than"
+            " the differences, so they do not split the cost."
         )
     return (
-        f"Of the {sampled:.0%} a sampled call costs, making its span (the SDK's start,"
-        f" attributes and end) takes {making:.0%} and exporting it (the batch processor's"
-        f" thread encoding OTLP and sending it) {exporting:.0%}."
+        f"Of the {exported - off:,.0f} µs of CPU a sampled call adds ({exported / off - 1:.0%}"
+        f" of the {off:,.0f} µs a call takes with tracing off), making its span (the SDK's"
+        f" start, attributes and end) takes {making:,.0f} µs and exporting it (the batch"
+        f" processor's thread encoding OTLP and sending it) {exporting:,.0f} µs."
     )

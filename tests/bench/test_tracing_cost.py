@@ -14,13 +14,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.load import Sample
 from bench.tracing_cost import (
     EXPORTED,
     NOT_EXPORTED_NAME,
     OFF,
     ROWS,
     UNSAMPLED,
+    TracingRun,
     TracingTargets,
     _split,
     measure_tracing,
@@ -43,44 +43,46 @@ def catalogs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TracingTarget
 
 
 @pytest.fixture(scope="module")
-def results(catalogs: TracingTargets) -> dict[int, dict[str, Sample]]:
+def results(catalogs: TracingTargets) -> dict[int, TracingRun]:
     return {c: asyncio.run(measure_tracing(catalogs, CALLS, 1, c)) for c in (1, 32)}
 
 
 def test_every_row_answers_every_call_and_the_targets_are_judged(
-    results: dict[int, dict[str, Sample]],
+    results: dict[int, TracingRun],
 ) -> None:
     table = render_tracing(results, "pytest")
-    for concurrency, by_row in results.items():
-        assert list(by_row) == list(ROWS)
+    for concurrency, run in results.items():
+        assert list(run.samples) == list(ROWS)
+        assert list(run.cpu_us) == list(ROWS)
         for row in ROWS:
-            assert len(by_row[row].latencies_s) == CALLS, row
+            assert len(run.samples[row].latencies_s) == CALLS, row
+            assert run.cpu_us[row] >= 0, row
             assert f"| {concurrency} | {row} | {CALLS} |" in table
-    judged = table.split("at 32 in flight, and the targets:")[1]
+    judged = table.split("At 32 in flight:")[1]
     assert f"| {UNSAMPLED} |" in judged
     assert "| ≤ 5% |" in judged
     assert f"| {EXPORTED} |" in judged
     assert "| ≤ 20% |" in judged
-    assert "a sampled call costs" in judged or "does not split the cost" in judged
+    assert "a sampled call adds" in judged or "do not split the cost" in judged
 
 
-def test_without_32_in_flight_nothing_is_judged(results: dict[int, dict[str, Sample]]) -> None:
+def test_without_32_in_flight_nothing_is_judged(results: dict[int, TracingRun]) -> None:
     table = render_tracing({1: results[1]}, "pytest")
     assert table.rstrip().endswith("Not judged: no run at 32 in flight.")
     assert f"| 1 | {OFF} |" in table
 
 
 def test_the_split_says_when_noise_hides_it() -> None:
-    assert _split(0.12, 0.2) == (
-        "Of the 20% a sampled call costs, making its span (the SDK's start, attributes and"
-        " end) takes 12% and exporting it (the batch processor's thread encoding OTLP and"
-        " sending it) 8%."
+    assert _split(300, 360, 390) == (
+        "Of the 90 µs of CPU a sampled call adds (30% of the 300 µs a call takes with tracing"
+        " off), making its span (the SDK's start, attributes and end) takes 60 µs and"
+        " exporting it (the batch processor's thread encoding OTLP and sending it) 30 µs."
     )
-    assert "does not split the cost" in _split(0.25, 0.2)
+    assert "do not split the cost" in _split(300, 400, 390)
 
 
 def test_only_the_exported_copy_sends_spans(
-    catalogs: TracingTargets, results: dict[int, dict[str, Sample]]
+    catalogs: TracingTargets, results: dict[int, TracingRun]
 ) -> None:
     since, until = time.time_ns() - 600 * 10**9, time.time_ns()
     deadline = time.monotonic() + 30  # the batch processor exports within 5 s
