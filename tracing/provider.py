@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.environment_variables import OTEL_PROPAGATORS, OTEL_TRACES_EXPORTER
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import (
@@ -41,6 +40,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mesh.config import ConfigError
+from tracing.otlp_encoding import LeanOTLPSpanExporter
 
 __all__ = [
     "TRACES_EXPORTERS",
@@ -95,7 +95,8 @@ def build_tracer_provider(
     """A tracer provider with a batch processor in front of ``exporter``.
 
     Without ``exporter`` this is what OTEL_TRACES_EXPORTER asks for: the OTLP
-    gRPC exporter with no arguments, which reads
+    gRPC exporter (with requests encoded by ``tracing.otlp_encoding``) with no
+    arguments, which reads
     OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _INSECURE, _HEADERS, _TIMEOUT,
     _COMPRESSION and _CERTIFICATE itself, or with ``none`` no processor at
     all. Never sets anything global.
@@ -105,7 +106,7 @@ def build_tracer_provider(
         return provider
     # Batch export keeps the export off the request path (DESIGN: tracing uses
     # batch export); its queue and delay follow OTEL_BSP_* variables.
-    provider.add_span_processor(BatchSpanProcessor(exporter or OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter or LeanOTLPSpanExporter()))
     return provider
 
 

@@ -117,7 +117,7 @@ class _Exporters:
 @pytest.mark.parametrize("value", [None, "otlp", " OTLP "])
 def test_the_otlp_exporter_is_the_default(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     exporters = _Exporters()
-    monkeypatch.setattr(tracing.provider, "OTLPSpanExporter", exporters)
+    monkeypatch.setattr(tracing.provider, "LeanOTLPSpanExporter", exporters)
     if value is not None:
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
 
@@ -136,7 +136,7 @@ def test_none_makes_and_samples_spans_but_exports_nothing(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     exporters = _Exporters()
-    monkeypatch.setattr(tracing.provider, "OTLPSpanExporter", exporters)
+    monkeypatch.setattr(tracing.provider, "LeanOTLPSpanExporter", exporters)
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", value)
 
     handle = configure_tracing("orders", "1.2.3", set_global=False)
