@@ -9,8 +9,10 @@ of its own per configuration, in the same run:
   policy; tracing, every span sampled and exported to a real Jaeger; the
   resilience and metrics group (client: `mesh.channels.Channels` with the
   traffic policy, i.e. deadline propagation, retry service config and
-  throttling, the circuit breaker, client metrics; server: RED metrics, a
-  fault file looked at every second, the concurrency limit);
+  throttling, the circuit breaker, client metrics; server: a fault file
+  looked at every second, the concurrency limit; not its RED metrics, which
+  OTEL_SDK_DISABLED=true turns off with tracing, so only the whole mesh has
+  them);
 - whole mesh: the client as the gateway calls it, the catalog as deployed,
   every group above at once.
 Rounds alternate, one connection each, its first call outside the clock.
@@ -267,8 +269,10 @@ def render_mesh(
         " over OTLP to a real Jaeger."
         f" '{RESILIENCE_ONLY}': the client's mesh.channels.Channels with mesh/traffic.yaml"
         " (deadline propagation, retry service config and throttling, the circuit breaker,"
-        " client RED metrics) to a catalog with RED metrics, a fault file looked at every"
-        " second and the concurrency limit."
+        " client RED metrics) to a catalog with a fault file looked at every second and the"
+        " concurrency limit; its RED metrics stay off, since OTEL_SDK_DISABLED=true, which"
+        " keeps its tracing off, turns the metrics SDK off too: only the whole mesh has"
+        " server metrics."
         f" '{MESH}': all of them at once, the client as the gateway has it and the catalog as"
         f" deployed. '{MESH_UNSAMPLED}': the same hop, each call made inside a trace whose"
         " traceparent says not sampled, as a service calls while serving such a caller (no"
