@@ -11,8 +11,6 @@ them are skipped saying so.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,24 +38,14 @@ from bench.nginx import NGINX
 from bench.plots import plot_throughput
 from bench.sweep import measure_sweep, render_sweep, throughputs
 from localmode.processes import StartError
-from localmode.topology import REPO_ROOT
+from tests.bench.go_anchors import build_go_anchor
 
 CALLS, ROUNDS, IN_FLIGHT = 100, 2, 4  # 200 timed calls per target, plus the warm-up's
 
 
 @pytest.fixture(scope="module")
 def echo_go(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("go is not on PATH: the grpc-go echo anchor cannot be built")
-    binary = tmp_path_factory.mktemp("echo-go") / "echo-go"
-    subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=REPO_ROOT / "bench" / "echo-go",
-        check=True,
-        timeout=300,
-    )
-    return binary
+    return build_go_anchor(tmp_path_factory, ".", "echo-go")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ it the results say why.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,8 +31,8 @@ from bench.gateway import (
 )
 from bench.load import Sample
 from bench.nginx import NGINX
-from localmode.topology import REPO_ROOT
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from tests.bench.go_anchors import build_go_anchor
 
 CALLS = 40
 PROXIES = (BARE, BARE_SYNC, GO_PROXY)
@@ -42,17 +40,7 @@ PROXIES = (BARE, BARE_SYNC, GO_PROXY)
 
 @pytest.fixture(scope="module")
 def proxy_go(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("go is not on PATH: the grpc-go proxy cannot be built")
-    binary = tmp_path_factory.mktemp("proxy-go") / "proxy-go"
-    subprocess.run(
-        [go, "build", "-o", str(binary), "./proxy"],
-        cwd=REPO_ROOT / "bench" / "echo-go",
-        check=True,
-        timeout=300,
-    )
-    return binary
+    return build_go_anchor(tmp_path_factory, "./proxy", "proxy-go")
 
 
 @pytest.fixture(scope="module")
