@@ -24,7 +24,6 @@ is the rest.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import grpc
 from bench.calls import UNSAMPLED_PARENT, copy_of
 from bench.load import Call, Prepare, Sample, get_product, interleave
 from bench.report import against_base, header
-from localmode.processes import Stack, free_port, start_all
+from localmode.processes import Stack, cpu_seconds, free_port, start_all
 from localmode.topology import Topology
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "UNSAMPLED",
     "TracingRun",
     "TracingTargets",
-    "cpu_seconds",
     "measure_tracing",
     "render_tracing",
     "start_tracing",
@@ -81,12 +79,6 @@ class TracingTargets:
 class TracingRun:
     samples: dict[str, Sample]  # row -> its calls
     cpu_us: dict[str, float]  # row -> its catalog's CPU time per call served
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process `pid` so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _unsampled(channel: grpc.aio.Channel) -> Call:

@@ -46,6 +46,15 @@ def _proc_stat(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid` so far, all its threads
+    counted (fields 14 and 15); ProcessLookupError if it is gone."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _start_ticks(pid: int) -> str | None:
     """The start time in clock ticks since boot (field 22) of a running process.
 

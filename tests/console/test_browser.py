@@ -37,6 +37,7 @@ import pytest
 
 from gateway.auth import mint_token
 from gateway.config import AuthConfig
+from localmode.processes import cpu_seconds
 from localmode.topology import REPO_ROOT, LocalService
 from mesh.config import Env
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -171,7 +172,7 @@ def usage(pid: int) -> Usage:
     return Usage(
         rss_kib=int(status["VmRSS"].split()[0]),
         peak_rss_kib=int(status["VmHWM"].split()[0]),
-        cpu_s=(int(fields[11]) + int(fields[12])) / ticks,
+        cpu_s=cpu_seconds(pid),
         age_s=uptime_s - int(fields[19]) / ticks,
     )
 
