@@ -235,7 +235,7 @@ async def measure_anchors(
 def _figures(sample: Sample) -> tuple[float, float, float]:
     """Median and p99 in seconds, and calls per second."""
     lat = sample.latencies_s
-    return statistics.median(lat), percentile(lat, 0.99), len(lat) / sample.elapsed_s
+    return statistics.median(lat), percentile(lat, 0.99), sample.calls_per_second
 
 
 def _ghz_version(binary: Path) -> str:

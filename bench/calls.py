@@ -235,11 +235,11 @@ def render(results: dict[int, dict[Key, Sample]], command: str) -> str:
             lat = sample.latencies_s
             anchor = statistics.median(by_key[ANCHOR, mode].latencies_s)
             off = by_key[label, OFF]
-            throughput = len(lat) / sample.elapsed_s
+            throughput = sample.calls_per_second
             lines.append(
                 f"| {concurrency} | {label} | {mode} | {len(lat)} "
                 f"| {statistics.median(lat) * 1000:.3f} | {percentile(lat, 0.99) * 1000:.3f} "
                 f"| {throughput:,.0f} | {statistics.median(lat) / anchor:.2f} "
-                f"| {throughput / (len(off.latencies_s) / off.elapsed_s):.2f} |"
+                f"| {throughput / off.calls_per_second:.2f} |"
             )
     return "\n".join(lines) + "\n"

@@ -192,7 +192,7 @@ def render_gateway(
             lines.append(
                 f"| {concurrency} | {path} | {len(lat)} "
                 f"| {statistics.median(lat) * 1000:.3f} | {percentile(lat, 0.99) * 1000:.3f} "
-                f"| {len(lat) / sample.elapsed_s:,.0f} | {added} |"
+                f"| {sample.calls_per_second:,.0f} | {added} |"
             )
     lines += ["", *_verdict(results.get(1), nginx)]
     return "\n".join(lines) + "\n"

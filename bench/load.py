@@ -19,6 +19,7 @@ import grpc
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 __all__ = [
+    "WARM_UP_CALLS",
     "Call",
     "Endpoint",
     "Metadata",
@@ -61,6 +62,10 @@ class Sample:
     latencies_s: list[float]
     elapsed_s: float
 
+    @property
+    def calls_per_second(self) -> float:
+        return len(self.latencies_s) / self.elapsed_s
+
 
 async def get_product(channel: grpc.aio.Channel, metadata: Metadata = ()) -> Call:
     """catalog GetProduct of one product: the anchor of every table."""
@@ -91,6 +96,10 @@ async def one_round(prepare: Prepare, target: Target, calls: int, concurrency: i
     return Sample(latencies, elapsed)
 
 
+# At most this many calls per target in interleave's warm-up round.
+WARM_UP_CALLS = 500
+
+
 async def interleave(
     targets: Mapping[Key, tuple[Prepare, Target]],
     calls: int,
@@ -106,7 +115,7 @@ async def interleave(
     per_round = {key: (counts or {}).get(key, calls) for key in targets}
     merged = {key: Sample([], 0.0) for key in targets}
     for key, (prepare, target) in targets.items():
-        await one_round(prepare, target, min(per_round[key], 500), concurrency)
+        await one_round(prepare, target, min(per_round[key], WARM_UP_CALLS), concurrency)
     for _ in range(rounds):
         for key, (prepare, target) in targets.items():
             sample = await one_round(prepare, target, per_round[key], concurrency)

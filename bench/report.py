@@ -44,7 +44,7 @@ def against_base(
             added = "" if mode == base else f"{(median - reference) * 1e6:,.0f}"
             lines.append(
                 f"| {concurrency} | {mode} | {len(lat)} | {median * 1000:.3f} "
-                f"| {percentile(lat, 0.99) * 1000:.3f} | {len(lat) / sample.elapsed_s:,.0f} "
+                f"| {percentile(lat, 0.99) * 1000:.3f} | {sample.calls_per_second:,.0f} "
                 f"| {added} | {median / reference:.2f} |"
             )
     return lines

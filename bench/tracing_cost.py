@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 
 from bench.calls import UNSAMPLED_PARENT, copy_of
-from bench.load import Call, Prepare, Sample, get_product, interleave
+from bench.load import WARM_UP_CALLS, Call, Prepare, Sample, get_product, interleave
 from bench.report import against_base, header
 from localmode.processes import Stack, cpu_seconds, free_port, start_all
 from localmode.topology import Topology
@@ -128,12 +128,11 @@ async def measure_tracing(
     spent = {row: cpu_seconds(pid) - before[row] for row, pid in started.pids.items()}
     # What each process served: interleave's warm-up round, then one call
     # per round to connect and the timed ones.
-    served = {row: min(calls, 500) + 1 + rounds + len(samples[row].latencies_s) for row in samples}
+    served = {
+        row: min(calls, WARM_UP_CALLS) + 1 + rounds + len(samples[row].latencies_s)
+        for row in samples
+    }
     return TracingRun(samples, {row: spent[row] / served[row] * 1e6 for row in samples})
-
-
-def _throughput(sample: Sample) -> float:
-    return len(sample.latencies_s) / sample.elapsed_s
 
 
 def render_tracing(results: dict[int, TracingRun], command: str) -> str:
@@ -155,8 +154,8 @@ def render_tracing(results: dict[int, TracingRun], command: str) -> str:
     if run is None:
         lines += ["", f"Not judged: no run at {JUDGED_IN_FLIGHT} in flight."]
         return "\n".join(lines) + "\n"
-    off, cpu_off = _throughput(run.samples[OFF]), run.cpu_us[OFF]
-    lost = {row: 1 - _throughput(sample) / off for row, sample in run.samples.items()}
+    off, cpu_off = run.samples[OFF].calls_per_second, run.cpu_us[OFF]
+    lost = {row: 1 - sample.calls_per_second / off for row, sample in run.samples.items()}
     lines += [
         "",
         f"At {JUDGED_IN_FLIGHT} in flight: the throughput lost against '{OFF}', which the"
@@ -174,7 +173,7 @@ def render_tracing(results: dict[int, TracingRun], command: str) -> str:
         cpu = run.cpu_us[row]
         added = "" if row == OFF else f"{cpu / cpu_off - 1:+.0%}"
         lines.append(
-            f"| {row} | {_throughput(sample):,.0f} | {share} | {ceiling} | {verdict} "
+            f"| {row} | {sample.calls_per_second:,.0f} | {share} | {ceiling} | {verdict} "
             f"| {cpu:,.0f} | {added} |"
         )
     split = _split(cpu_off, run.cpu_us[NOT_EXPORTED], run.cpu_us[EXPORTED])
